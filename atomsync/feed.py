@@ -1,0 +1,214 @@
+"""HCM Atom client: builds the protocol's queries and fetches one page at a time.
+
+Walking the pages is protocol logic and lives in `sync`; this module only turns one
+(feed, window, page) into a list of entries or a FetchError that says, in one line, what went
+wrong and what to check. Nothing here ever logs or raises the password.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Optional
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from atomsync import __version__, atom
+from atomsync.atom import Entry, FeedError
+from atomsync.config import FeedConfig, HcmConfig
+from atomsync.timeutil import format_ms
+
+ATOM_TYPES = ("application/atom+xml", "application/xml", "text/xml")
+
+
+@dataclass(frozen=True)
+class Window:
+    """One cycle's read window: `min` exclusive, `max` inclusive (HCM's own semantics)."""
+
+    cursor: str
+    min_ms: Optional[int]
+    max_ms: int
+
+
+class FetchError(FeedError):
+    """A page could not be fetched or trusted. `kind` feeds metrics; the text is for humans."""
+
+    def __init__(self, kind: str, message: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.retry_after = retry_after
+
+
+def build_query(window: Window, page: int, page_size: int) -> list[tuple[str, str]]:
+    """The query string for one page. Never `max-results`: HCM ignores it."""
+    query = [
+        ("orderBy", f"{window.cursor}:asc"),
+        ("page", str(page)),
+        ("page-size", str(page_size)),
+    ]
+    if window.min_ms is not None:
+        query.append((f"{window.cursor}-min", format_ms(window.min_ms)))
+    query.append((f"{window.cursor}-max", format_ms(window.max_ms)))
+    return query
+
+
+class HcmClient:
+    """One keep-alive session for the life of the process."""
+
+    def __init__(self, cfg: HcmConfig, session: Optional[requests.Session] = None) -> None:
+        self.cfg = cfg
+        self.session = session or requests.Session()
+        self.session.auth = (cfg.username, cfg.password)
+        self.session.verify = cfg.verify_tls
+        self.session.headers.update(
+            {"Accept": "application/atom+xml", "User-Agent": f"atomsync/{__version__}"}
+        )
+        # Retry only failures to connect: nothing reached HCM, so it is always safe, and it
+        # hides DNS or SYN hiccups. Statuses and read errors are the cycle's to report.
+        retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.3)
+        adapter = HTTPAdapter(
+            max_retries=retry, pool_connections=1, pool_maxsize=cfg.max_connections
+        )
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def url(self, feed: FeedConfig) -> str:
+        return self.cfg.base_url + feed.path
+
+    def fetch_page(
+        self, feed: FeedConfig, window: Window, page: int, page_size: Optional[int] = None
+    ) -> list[Entry]:
+        size = page_size or self.cfg.page_size
+        body = self.get(self.url(feed), build_query(window, page, size))
+        return atom.parse(body, feed.cursor)
+
+    def get(self, url: str, query: list[tuple[str, str]]) -> bytes:
+        """GET an Atom document, bounded in time and size; raise FetchError on anything odd."""
+        timeout = (self.cfg.connect_timeout_seconds, self.cfg.timeout_seconds)
+        try:
+            resp = self.session.get(
+                url, params=query, timeout=timeout, stream=True, allow_redirects=False
+            )
+        except requests.exceptions.SSLError as exc:
+            raise FetchError("tls", f"TLS failed talking to HCM: {_reason(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise FetchError(
+                "timeout", f"HCM did not answer within {self.cfg.timeout_seconds:g} s"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise FetchError("network", f"cannot reach HCM: {_reason(exc)}") from None
+        with resp:
+            _check_status(resp)
+            return self._read(resp)
+
+    def _read(self, resp: requests.Response) -> bytes:
+        cap = self.cfg.max_response_bytes
+        declared = resp.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise _too_big(cap)
+        # The read timeout is per socket read; a server trickling bytes could hold a cycle
+        # (and a shutdown) forever without this overall deadline.
+        deadline = (
+            time.monotonic() + 2 * self.cfg.timeout_seconds + self.cfg.connect_timeout_seconds
+        )
+        chunks, total = [], 0
+        try:
+            for chunk in resp.iter_content(chunk_size=65536):
+                total += len(chunk)
+                if total > cap:
+                    raise _too_big(cap)
+                if time.monotonic() > deadline:
+                    raise FetchError("timeout", "HCM is sending its answer too slowly")
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as exc:
+            raise FetchError("network", f"HCM's answer broke off: {_reason(exc)}") from None
+        body = b"".join(chunks)
+        if declared.isdigit() and len(body) < int(declared):
+            raise FetchError("bad_response", "HCM's answer was cut short")
+        return body
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _too_big(cap: int) -> FetchError:
+    return FetchError(
+        "bad_response", f"HCM's answer is larger than hcm.max_response_bytes ({cap} bytes)"
+    )
+
+
+def _check_status(resp: requests.Response) -> None:
+    status = resp.status_code
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if 300 <= status < 400:
+        where = urlsplit(resp.headers.get("Location", "")).hostname or "elsewhere"
+        raise FetchError(
+            "login_page",
+            f"HCM redirected to {where} ({status}): HCM returned a login page, check the "
+            "credentials / SSO setup (the integration user needs Basic auth to work)",
+        )
+    if status == 401:
+        raise FetchError(
+            "auth", "HCM rejected the credentials (401): check hcm.username and the password"
+        )
+    if status == 403:
+        raise FetchError(
+            "forbidden",
+            "HCM refused access (403): give the user the Human Capital Management "
+            "Integration Specialist job role, and enable the feed in Manage HCM Atom Feeds",
+        )
+    if status == 404:
+        raise FetchError(
+            "not_found",
+            f"HCM has no feed at {urlsplit(resp.url).path} (404): check the feed name, "
+            "feeds[].workspace / feeds[].path, and hcm.base_url",
+        )
+    if status == 429:
+        after = _retry_after(resp.headers.get("Retry-After"))
+        hint = f"; it asks to wait {after:g} s" if after is not None else ""
+        raise FetchError("throttled", f"HCM is throttling requests (429){hint}", after)
+    if status >= 500:
+        after = _retry_after(resp.headers.get("Retry-After"))
+        raise FetchError("server", f"HCM answered {status} {resp.reason or ''}".rstrip(), after)
+    if status != 200:
+        raise FetchError("bad_response", f"HCM answered {status} {resp.reason or ''}".rstrip())
+    if ctype == "text/html":
+        raise FetchError(
+            "login_page",
+            "HCM returned a login page (text/html) instead of a feed: check the credentials / "
+            "SSO setup",
+        )
+    if ctype and ctype not in ATOM_TYPES:
+        raise FetchError("bad_response", f"HCM answered with {ctype}, not an Atom feed")
+
+
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, without URLs (they are long and add nothing to the hint)."""
+    inner: BaseException = exc
+    while True:
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None or nxt is inner:
+            break
+        inner = nxt
+        if len(str(inner)) < 200:
+            break
+    text = str(inner) or type(inner).__name__
+    return text if len(text) < 300 else text[:297] + "..."
