@@ -153,11 +153,9 @@ def test_daemon_publishes_as_entries_appear_and_stops_on_sigterm(
     config = sandbox.write_config(poll={"interval_seconds": 0.5})
     daemon = daemon_factory(config)
     wait_until(lambda: state_file(sandbox).exists(), what="the first cycle")
-    for n in (2, 3):
-        sandbox.hcm.add_hires(n, spacing_ms=1)
-        wait_until(
-            lambda: len(sandbox.ons.accepted) >= 5 if n == 3 else len(sandbox.ons.accepted) >= 2
-        )
+    for added, total in ((2, 2), (3, 5)):
+        sandbox.hcm.add_hires(added, spacing_ms=1)
+        wait_until(lambda t=total: len(sandbox.ons.accepted) >= t, what=f"{total} messages")
     time.sleep(0.6)  # the stop arrives while the daemon sleeps between cycles
     code, took = daemon.terminate(signal.SIGTERM)
     assert code == 0, daemon.stderr()
