@@ -19,6 +19,7 @@ from urllib3.util.retry import Retry
 from atomsync import __version__, atom
 from atomsync.atom import Entry, FeedError
 from atomsync.config import FeedConfig, HcmConfig
+from atomsync.httputil import host_port, never_connected, os_reason, parse_retry_after
 from atomsync.timeutil import format_ms
 
 ATOM_TYPES = ("application/atom+xml", "application/xml", "text/xml")
@@ -67,8 +68,22 @@ class HcmClient:
             {"Accept": "application/atom+xml", "User-Agent": f"atomsync/{__version__}"}
         )
         # Retry only failures to connect: nothing reached HCM, so it is always safe, and it
-        # hides DNS or SYN hiccups. Statuses and read errors are the cycle's to report.
-        retry = Retry(total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.3)
+        # hides DNS or SYN hiccups. Statuses and read errors are the cycle's to report, as
+        # they are: `read=False` re-raises a read timeout as itself (a spent read budget of 0
+        # would turn it into a generic connection error), and with Retry-After ignored a 429
+        # or 503 comes back as a response instead of being retried or hidden.
+        retry = Retry(
+            total=2,
+            connect=2,
+            read=False,
+            status=0,
+            other=0,
+            redirect=0,
+            backoff_factor=0.3,
+            respect_retry_after_header=False,
+            raise_on_status=False,
+            raise_on_redirect=False,
+        )
         adapter = HTTPAdapter(
             max_retries=retry, pool_connections=1, pool_maxsize=cfg.max_connections
         )
@@ -83,7 +98,13 @@ class HcmClient:
     ) -> list[Entry]:
         size = page_size or self.cfg.page_size
         body = self.get(self.url(feed), build_query(window, page, size))
-        return atom.parse(body, feed.cursor)
+        try:
+            return atom.parse(body, feed.cursor)
+        except FetchError:
+            raise
+        except FeedError as exc:
+            # Same type and kind as every other untrustworthy answer, for logs and metrics.
+            raise FetchError("bad_response", str(exc)) from None
 
     def get(self, url: str, query: list[tuple[str, str]]) -> bytes:
         """GET an Atom document, bounded in time and size; raise FetchError on anything odd."""
@@ -93,13 +114,38 @@ class HcmClient:
                 url, params=query, timeout=timeout, stream=True, allow_redirects=False
             )
         except requests.exceptions.SSLError as exc:
-            raise FetchError("tls", f"TLS failed talking to HCM: {_reason(exc)}") from None
+            raise FetchError(
+                "tls",
+                f"TLS failed talking to HCM ({os_reason(exc)}): check hcm.verify_tls "
+                "(a CA bundle path for a TLS-inspecting proxy)",
+            ) from None
+        except requests.exceptions.ProxyError as exc:
+            raise FetchError(
+                "network",
+                f"cannot reach HCM through the proxy ({os_reason(exc)}): check HTTPS_PROXY "
+                "and NO_PROXY",
+            ) from None
+        except requests.exceptions.ConnectTimeout:
+            raise FetchError(
+                "network",
+                f"cannot reach HCM at {host_port(url)}: no connection within "
+                f"{self.cfg.connect_timeout_seconds:g} s (hcm.connect_timeout_seconds); "
+                "check hcm.base_url and that this host may reach it (DNS, firewall, proxy)",
+            ) from None
         except requests.exceptions.Timeout:
             raise FetchError(
-                "timeout", f"HCM did not answer within {self.cfg.timeout_seconds:g} s"
+                "timeout",
+                f"HCM did not answer within {self.cfg.timeout_seconds:g} s (hcm.timeout_seconds)",
             ) from None
         except requests.exceptions.RequestException as exc:
-            raise FetchError("network", f"cannot reach HCM: {_reason(exc)}") from None
+            if never_connected(exc):
+                message = (
+                    f"cannot reach HCM at {host_port(url)} ({os_reason(exc)}): check "
+                    "hcm.base_url and that this host may reach it (DNS, firewall, proxy)"
+                )
+            else:
+                message = f"HCM dropped the connection without answering ({os_reason(exc)})"
+            raise FetchError("network", message) from None
         with resp:
             _check_status(resp)
             return self._read(resp)
@@ -111,9 +157,8 @@ class HcmClient:
             raise _too_big(cap)
         # The read timeout is per socket read; a server trickling bytes could hold a cycle
         # (and a shutdown) forever without this overall deadline.
-        deadline = (
-            time.monotonic() + 2 * self.cfg.timeout_seconds + self.cfg.connect_timeout_seconds
-        )
+        started = time.monotonic()
+        deadline = started + 2 * self.cfg.timeout_seconds + self.cfg.connect_timeout_seconds
         chunks, total = [], 0
         try:
             for chunk in resp.iter_content(chunk_size=65536):
@@ -121,10 +166,14 @@ class HcmClient:
                 if total > cap:
                     raise _too_big(cap)
                 if time.monotonic() > deadline:
-                    raise FetchError("timeout", "HCM is sending its answer too slowly")
+                    raise FetchError(
+                        "timeout",
+                        "HCM is sending its answer too slowly (over "
+                        f"{deadline - started:g} s; hcm.timeout_seconds)",
+                    )
                 chunks.append(chunk)
         except requests.exceptions.RequestException as exc:
-            raise FetchError("network", f"HCM's answer broke off: {_reason(exc)}") from None
+            raise FetchError("network", f"HCM's answer broke off: {os_reason(exc)}") from None
         body = b"".join(chunks)
         if declared.isdigit() and len(body) < int(declared):
             raise FetchError("bad_response", "HCM's answer was cut short")
@@ -136,7 +185,9 @@ class HcmClient:
 
 def _too_big(cap: int) -> FetchError:
     return FetchError(
-        "bad_response", f"HCM's answer is larger than hcm.max_response_bytes ({cap} bytes)"
+        "bad_response",
+        f"HCM's answer is larger than hcm.max_response_bytes ({cap} bytes): raise it, "
+        "or lower hcm.page_size",
     )
 
 
@@ -144,11 +195,12 @@ def _check_status(resp: requests.Response) -> None:
     status = resp.status_code
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
     if 300 <= status < 400:
-        where = urlsplit(resp.headers.get("Location", "")).hostname or "elsewhere"
+        where = urlsplit(resp.headers.get("Location", "")).hostname or "another page"
         raise FetchError(
             "login_page",
-            f"HCM redirected to {where} ({status}): HCM returned a login page, check the "
-            "credentials / SSO setup (the integration user needs Basic auth to work)",
+            f"HCM returned a login page (a {status} redirect to {where}) instead of the feed: "
+            "check the credentials, and that the integration user signs in with Basic auth "
+            "(a local HCM user, not SSO only)",
         )
     if status == 401:
         raise FetchError(
@@ -167,48 +219,30 @@ def _check_status(resp: requests.Response) -> None:
             "feeds[].workspace / feeds[].path, and hcm.base_url",
         )
     if status == 429:
-        after = _retry_after(resp.headers.get("Retry-After"))
+        after = parse_retry_after(resp.headers.get("Retry-After"))
         hint = f"; it asks to wait {after:g} s" if after is not None else ""
         raise FetchError("throttled", f"HCM is throttling requests (429){hint}", after)
     if status >= 500:
-        after = _retry_after(resp.headers.get("Retry-After"))
-        raise FetchError("server", f"HCM answered {status} {resp.reason or ''}".rstrip(), after)
+        after = parse_retry_after(resp.headers.get("Retry-After"))
+        answer = f"HCM answered {status} {resp.reason or ''}".rstrip()
+        raise FetchError(
+            "server",
+            f"{answer}: a failure on HCM's side (outage or maintenance); if it persists, "
+            "check the pod's status with Oracle",
+            after,
+        )
     if status != 200:
         raise FetchError("bad_response", f"HCM answered {status} {resp.reason or ''}".rstrip())
     if ctype == "text/html":
         raise FetchError(
             "login_page",
-            "HCM returned a login page (text/html) instead of a feed: check the credentials / "
-            "SSO setup",
+            "HCM returned a login page (text/html) instead of the feed: check the credentials, "
+            "and that the integration user signs in with Basic auth (a local HCM user, not SSO "
+            "only)",
         )
     if ctype and ctype not in ATOM_TYPES:
-        raise FetchError("bad_response", f"HCM answered with {ctype}, not an Atom feed")
-
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause, without URLs (they are long and add nothing to the hint)."""
-    inner: BaseException = exc
-    while True:
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None or nxt is inner:
-            break
-        inner = nxt
-        if len(str(inner)) < 200:
-            break
-    text = str(inner) or type(inner).__name__
-    return text if len(text) < 300 else text[:297] + "..."
+        raise FetchError(
+            "bad_response",
+            f"HCM answered with {ctype}, not an Atom feed: check that the feed's URL is an "
+            "/atomservlet/ one (feeds[].path, hcm.base_url)",
+        )
