@@ -11,7 +11,7 @@ import logging
 import random
 import threading
 import time
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from atomsync.config import Config
 from atomsync.message import Message
@@ -53,6 +53,9 @@ class Sink(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: `destination(message) -> str`, where the message really goes (its topic, the
+    # URL). PacedSink keeps one rate per destination; without it, one per message.topic_id.
+
 
 def _plain_sleep(seconds: float) -> bool:
     time.sleep(seconds)
@@ -60,7 +63,12 @@ def _plain_sleep(seconds: float) -> bool:
 
 
 class PacedSink:
-    """Holds each destination (topic) to its rate with a token bucket."""
+    """Holds each destination to its rate with a token bucket.
+
+    The destination is what the inner sink says it is (`destination(message)`: the topic a
+    message really goes to, the webhook URL), so that a feed naming the default topic
+    explicitly shares that topic's bucket instead of doubling its rate.
+    """
 
     def __init__(self, inner: Sink, rate_per_minute: float, sleep: Sleeper = _plain_sleep) -> None:
         self.inner = inner
@@ -77,8 +85,14 @@ class PacedSink:
                 self.buckets[destination] = TokenBucket(self.rate)
             return self.buckets[destination]
 
+    def destination(self, message: Message) -> str:
+        resolve: Any = getattr(self.inner, "destination", None)
+        if callable(resolve):
+            return str(resolve(message))
+        return message.topic_id or ""
+
     def publish(self, message: Message) -> str:
-        bucket = self.bucket(message.topic_id or "")
+        bucket = self.bucket(self.destination(message))
         delay = bucket.reserve()
         if delay > 0 and not self.sleep(delay):
             bucket.refund()

@@ -6,6 +6,7 @@ retry and pacing, and a shared breaker would fail publishes silently for 30 s at
 
 from __future__ import annotations
 
+import configparser
 import logging
 import os
 import threading
@@ -13,6 +14,7 @@ from typing import Any, Optional
 
 from atomsync.config import PublisherConfig
 from atomsync.errors import ConfigError
+from atomsync.httputil import never_connected, os_reason, parse_retry_after
 from atomsync.message import MAX_REQUEST_BYTES, Message
 from atomsync.publish import SinkError
 
@@ -32,37 +34,81 @@ def _import_oci() -> Any:
 
 
 def make_signer_config(cfg: PublisherConfig) -> tuple[dict[str, Any], Any]:
-    """(SDK config dict, signer) for the configured auth. Principals make network calls."""
+    """(SDK config dict, signer) for the configured auth. Principals make network calls.
+
+    Every problem with an API-key set-up becomes a ConfigError naming the key to fix (exit 78).
+    """
     oci = _import_oci()
     if cfg.auth == "api_key":
         path = os.path.expanduser(cfg.oci_config_file)
         key = "publisher.oci_config_file"
+        where = f"{path} [{cfg.oci_profile}]"
         try:
-            config = oci.config.from_file(file_location=path, profile_name=cfg.oci_profile)
-            oci.config.validate_config(config)
-            signer = oci.signer.Signer.from_config(config)
+            config: dict[str, Any] = oci.config.from_file(
+                file_location=path, profile_name=cfg.oci_profile
+            )
         except oci.exceptions.ConfigFileNotFound:
             raise ConfigError(key, f"OCI config file {path} not found") from None
         except oci.exceptions.ProfileNotFound:
             raise ConfigError(
                 "publisher.oci_profile", f"profile [{cfg.oci_profile}] is not in {path}"
             ) from None
+        except oci.exceptions.InvalidKeyFilePath:
+            raise ConfigError(
+                key,
+                f"{where}: key_file {_key_file(path, cfg.oci_profile)} does not exist "
+                "or is not a file",
+            ) from None
+        except configparser.Error as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(key, f"{path} is not an OCI config file: {first}") from None
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+        key_file = os.path.expanduser(str(config.get("key_file", "")))
+        try:
+            oci.config.validate_config(config)
+            signer = oci.signer.Signer.from_config(config)
         except oci.exceptions.InvalidConfig as exc:
-            raise ConfigError(key, f"{path} [{cfg.oci_profile}] is invalid: {exc}") from None
-        except oci.exceptions.InvalidPrivateKey:
-            raise ConfigError(key, f"the key_file in {path} is not a usable private key") from None
+            raise ConfigError(key, f"{where} is invalid: {_problems(exc)}") from None
+        # MissingPrivateKeyPassphrase is an InvalidPrivateKey, so it must be caught first.
         except oci.exceptions.MissingPrivateKeyPassphrase:
             raise ConfigError(
-                key, f"the key_file in {path} is encrypted: add pass_phrase to the profile"
+                key, f"{where}: key_file {key_file} is encrypted: add pass_phrase to the profile"
+            ) from None
+        except oci.exceptions.InvalidPrivateKey:
+            raise ConfigError(
+                key,
+                f"{where}: key_file {key_file} is not a usable private key "
+                "(a public key, not PEM, or a wrong pass_phrase)",
             ) from None
         except OSError as exc:
-            raise ConfigError(key, f"cannot read the key named in {path}: {exc.strerror}") from None
+            raise ConfigError(
+                key, f"{where}: cannot read key_file {key_file}: {exc.strerror or exc}"
+            ) from None
         return config, signer
     if cfg.auth == "instance_principal":
         signer = oci.auth.signers.InstancePrincipalsSecurityTokenSigner()
     else:
         signer = oci.auth.signers.get_resource_principals_signer()
     return {"region": signer.region}, signer
+
+
+def _key_file(path: str, profile: str) -> str:
+    """The key_file a profile names, read without the SDK (which refused it)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read(path)
+        return os.path.expanduser(parser.get(profile, "key_file"))
+    except (configparser.Error, OSError):
+        return "(unreadable)"
+
+
+def _problems(exc: Any) -> str:
+    """InvalidConfig carries {key: "missing" | "malformed"}; say it in words."""
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        return ", ".join(f"{k} is {v}" for k, v in sorted(detail.items()))
+    return str(exc)
 
 
 class OnsSink:
@@ -101,14 +147,19 @@ class OnsSink:
         oci = _import_oci()
         topic = message.topic_id or self.cfg.topic_id
         if not topic:
-            raise SinkError("no topic_id for this feed", retryable=False, config_level=True)
+            raise SinkError(
+                f"no topic for feed {message.feed}: set publisher.topic_id or the feed's topic_id",
+                retryable=False,
+                kind="config",
+                config_level=True,
+            )
         try:
             client = self.client()
         except ConfigError:
             raise
         except Exception as exc:  # principal signers: metadata or auth service unreachable
             raise SinkError(
-                f"cannot build the OCI signer ({self.cfg.auth}): {exc}",
+                f"cannot build the OCI signer ({self.cfg.auth}): {_short(exc)}",
                 retryable=True,
                 kind="auth",
                 config_level=True,
@@ -119,9 +170,7 @@ class OnsSink:
         except oci.exceptions.ServiceError as exc:
             raise classify(exc, topic, self.cfg.endpoint) from None
         except (oci.exceptions.ConnectTimeout, oci.exceptions.RequestException) as exc:
-            raise SinkError(
-                f"cannot reach OCI Notifications: {_short(exc)}", retryable=True, kind="network"
-            ) from None
+            raise self._network_error(oci, exc, client) from None
         except Exception as exc:
             # The breaker is off, but circuitbreaker.CircuitBreakerError is not an oci
             # exception; anything else unexpected is treated as transient, never as success.
@@ -131,6 +180,41 @@ class OnsSink:
                 kind="network",
             ) from None
         return str(response.data.message_id)
+
+    def destination(self, message: Message) -> str:
+        """The topic this message goes to (what pacing counts against)."""
+        return message.topic_id or self.cfg.topic_id or ""
+
+    def _network_error(self, oci: Any, exc: BaseException, client: Any) -> SinkError:
+        """No HTTP answer. Whether the service may have accepted the message decides the words:
+        a connect failure sent nothing, a read timeout or a cut connection may duplicate."""
+        endpoint = getattr(getattr(client, "base_client", None), "endpoint", None)
+        at = f" at {endpoint}" if endpoint else ""
+        reason = os_reason(exc)
+        if isinstance(exc, oci.exceptions.ConnectTimeout):
+            return SinkError(
+                f"cannot connect to OCI Notifications{at} within {CONNECT_TIMEOUT:g} s",
+                retryable=True,
+                kind="network",
+            )
+        wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+        if type(wrapped).__name__ == "ReadTimeout":
+            return SinkError(
+                f"OCI Notifications{at} did not answer within {self.cfg.timeout_seconds:g} s; "
+                "it may have accepted the message, so retrying can deliver it twice",
+                retryable=True,
+                kind="timeout",
+            )
+        if never_connected(exc):
+            return SinkError(
+                f"cannot reach OCI Notifications{at}: {reason}", retryable=True, kind="network"
+            )
+        return SinkError(
+            f"connection to OCI Notifications{at} failed before an answer: {reason}; "
+            "it may have accepted the message, so retrying can deliver it twice",
+            retryable=True,
+            kind="network",
+        )
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -146,13 +230,14 @@ def classify(exc: Any, topic: str, endpoint: Optional[str]) -> SinkError:
     text = f"OCI Notifications answered {status} {code}: {exc.message}"
     request = f" (opc-request-id {exc.request_id})" if getattr(exc, "request_id", None) else ""
     headers = getattr(exc, "headers", None) or {}
-    retry_after = _retry_after(headers)
+    retry_after = parse_retry_after(_header(headers, "retry-after"))
     if status == 401:
         hint = (
-            "the VM clock is off by more than 5 minutes: run chrony/ntp"
+            "this machine's clock is off by more than 5 minutes: fix it (chrony/ntp)"
             if "clock skew" in str(exc.message)
-            else "check user, tenancy, fingerprint and key_file in the OCI config "
-            "(or the instance principal's dynamic group)"
+            else "check user, tenancy, fingerprint and key_file in the OCI config and that the "
+            "public key is uploaded for that user (or the instance principal's dynamic group), "
+            "and that this machine's clock is right"
         )
         return SinkError(f"{text}{request}; {hint}", retryable=True, kind="auth", config_level=True)
     if status == 404:
@@ -173,14 +258,13 @@ def classify(exc: Any, topic: str, endpoint: Optional[str]) -> SinkError:
     return SinkError(f"{text}{request}", retryable=False, kind="rejected")
 
 
-def _retry_after(headers: Any) -> Optional[float]:
-    for name in ("retry-after", "Retry-After"):
-        value = headers.get(name) if hasattr(headers, "get") else None
-        if value is not None:
-            try:
-                return max(0.0, float(value))
-            except (TypeError, ValueError):
-                return None
+def _header(headers: Any, name: str) -> Optional[str]:
+    """A response header by name, whatever the case (the SDK hands over a case-insensitive
+    dict; anything else that quacks like a mapping is searched by hand)."""
+    items = headers.items() if hasattr(headers, "items") else ()
+    for key, value in items:
+        if str(key).lower() == name:
+            return str(value)
     return None
 
 

@@ -8,6 +8,7 @@ import threading
 from typing import Optional, TextIO
 
 from atomsync.message import Message
+from atomsync.publish import SinkError
 
 
 class StdoutSink:
@@ -21,10 +22,18 @@ class StdoutSink:
     def publish(self, message: Message) -> str:
         line = json.dumps({"title": message.title, "body": message.body}, ensure_ascii=False)
         out = self.stream or sys.stdout
-        with self.lock:
-            out.write(line + "\n")
-            out.flush()
+        try:
+            with self.lock:
+                out.write(line + "\n")
+                out.flush()
+        except OSError as exc:  # e.g. the reading end of a pipe went away
+            raise SinkError(
+                f"cannot write to stdout: {exc.strerror or exc}", retryable=True, kind="output"
+            ) from None
         return message.key
+
+    def destination(self, message: Message) -> str:
+        return "stdout"
 
     def close(self) -> None:
         pass
