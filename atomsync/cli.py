@@ -154,7 +154,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg.state.dir,
     )
     daemon.run()
+    _exit_now_if_abandoned(daemon, EXIT_OK)
     return EXIT_OK  # run-time faults never end `run`; only signals do
+
+
+def _exit_now_if_abandoned(daemon: Any, code: int) -> None:
+    """After giving up on a request in flight, leave without joining its thread."""
+    if daemon.abandoned:
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
 
 
 def cmd_once(args: argparse.Namespace) -> int:
@@ -167,6 +176,7 @@ def cmd_once(args: argparse.Namespace) -> int:
     daemon = Daemon(cfg, max_cycles=1, sweep=args.sweep)
     daemon.open()
     failed = daemon.run()
+    _exit_now_if_abandoned(daemon, EXIT_FAILURE)
     complete = bool(daemon.last_results) and all(r.ok for r in daemon.last_results)
     return EXIT_OK if failed == 0 and complete else EXIT_FAILURE
 

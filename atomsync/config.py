@@ -355,6 +355,9 @@ def _url(key: str, value: Any) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"must be an http(s) URL (got {text!r})")
+    if parts.username or parts.password:
+        # Never echo the URL: it holds the secret.
+        raise ConfigError(key, "must not contain a user or password; use the separate keys")
     return text
 
 

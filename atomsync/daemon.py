@@ -61,6 +61,9 @@ class Daemon:
         self.lock = Lock(cfg.state.dir)
         self._sink_override = sink
         self.runner: Optional[Runner] = None
+        # True when a stop gave up waiting for a request in flight; the caller must then
+        # exit at once (os._exit), since interpreter shutdown would join pool threads.
+        self.abandoned = False
 
     # ------------------------------------------------------------------ set-up
 
@@ -126,7 +129,6 @@ class Daemon:
         worker = threading.Thread(target=self._loop, args=(runner,), name="atomsync-cycle")
         worker.daemon = True
         worker.start()
-        abandoned = False
         try:
             while worker.is_alive():
                 worker.join(0.25)
@@ -136,7 +138,7 @@ class Daemon:
                     self.stop_event.set()
                     worker.join(self.cfg.poll.shutdown_timeout_seconds)
                     if worker.is_alive():
-                        abandoned = True
+                        self.abandoned = True
                         log.warning(
                             "stopping without waiting any longer (%g s) for a request in "
                             "flight; its event, if any, will be published again next start",
@@ -146,7 +148,7 @@ class Daemon:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if not abandoned:
+        if not self.abandoned:
             runner.close()
         self.lock.release()
         if self.stop_requested:

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from atomsync.atom import FeedError
 from atomsync.config import Config, FeedConfig
 from atomsync.errors import StateError
-from atomsync.feed import FetchError
 from atomsync.publish import Sink, SinkError
 from atomsync.state import FeedState, Store, initial_state
 from atomsync.status import Heartbeat
@@ -268,7 +268,7 @@ class Runner:
 
 
 def describe_error(exc: BaseException) -> str:
-    if isinstance(exc, (FetchError, SinkError)):
+    if isinstance(exc, (FeedError, SinkError)):
         return str(exc)
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror

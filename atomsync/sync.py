@@ -225,6 +225,14 @@ class _Cycle:
                 self.fail(exc)
             self.reject(entry, key, at, str(exc), msg)
             return
+        if entry.content_error is not None:
+            log.warning(
+                "%s: published %s with its raw content, which could not be read: %s",
+                self.feed.name,
+                entry.id,
+                entry.content_error,
+                extra={"feed": self.feed.name, "entry_id": entry.id, "action": "published"},
+            )
         self.state.published += 1
         self.state.last_published_ms = self.clock.now_ms()
         self.result.published += 1

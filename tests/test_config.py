@@ -108,6 +108,7 @@ def test_dollar_dollar_is_a_literal_dollar() -> None:
             "pod URL",
         ),
         (MINIMAL.replace("https://pod", "ftp://pod"), "hcm.base_url", "http(s) URL"),
+        (MINIMAL.replace("https://pod", "https://u:pw@pod"), "hcm.base_url", "user or password"),
         (MINIMAL.replace("https://pod", "http://pod"), "hcm.base_url", "unencrypted"),
         (MINIMAL + "feeds:\n  - name: newhires\n", "feeds[0].name", "did you mean 'newhire'"),
         (MINIMAL + "feeds:\n  - cancelworkrelationship\n", "feeds[0].name", "'cancelworkrelship'"),
