@@ -233,7 +233,7 @@ class Runner:
             )
             log.log(
                 logging.ERROR if setup else logging.WARNING,
-                "%s: cycle failed: %s; watermark stays at %s; next try in %.0f s%s",
+                "%s: cycle failed: %s; watermark stays at %s; next try in %.1f s%s",
                 feed.name,
                 cause,
                 format_optional(result.watermark_ms) or "(none)",
