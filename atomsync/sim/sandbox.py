@@ -26,7 +26,7 @@ class Sandbox:
         *,
         hcm_port: int = 0,
         ons_port: int = 0,
-        rate_per_minute: int = 60,
+        rate_per_minute: int = 6000,  # as fast as config() paces; set both to study limits
         password: str = PASSWORD,
         seed: int = 0,
     ) -> None:
