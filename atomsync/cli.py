@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="publish what comes after this time; entries at or before it are not "
         "published (stop the daemon first)",
     )
+    p = command("replay", "re-publish a window of one feed without touching its live state")
+    p.add_argument("feed", metavar="FEED")
+    p.add_argument("--since", metavar="ISO8601", required=True, help="from this time (inclusive)")
+    p.add_argument("--until", metavar="ISO8601", help="up to this time (inclusive; default: now)")
+    p.add_argument("--dry-run", action="store_true", help="print what would be re-published")
     p = command("deadletter", "inspect and re-send events a sink rejected for good")
     p.add_argument("action", choices=("list", "retry"), nargs="?", default="list")
     p.add_argument("--feed", metavar="FEED", help="only this feed")
@@ -254,7 +259,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_watermark(args: argparse.Namespace) -> int:
     from atomsync.state import FeedState, FileStore, Lock, describe, ensure_dir
-    from atomsync.timeutil import format_ms, parse_timestamp
+    from atomsync.timeutil import format_ms
 
     cfg = load_config(args)
     feed = cfg.feed(args.feed)
@@ -262,10 +267,8 @@ def cmd_watermark(args: argparse.Namespace) -> int:
     if args.set_to is None:
         print(f"{feed.name}: {describe(store.load(feed.name))}")
         return EXIT_OK
-    try:
-        at = parse_timestamp(args.set_to)
-    except (ValueError, OverflowError):
-        raise ConfigError("--set", f"not an ISO 8601 time: {args.set_to!r}") from None
+    at = _time_arg("--set", args.set_to)
+    assert at is not None
     ensure_dir(cfg.state.dir)
     with Lock(cfg.state.dir):
         old = store.load(feed.name)
@@ -278,6 +281,33 @@ def cmd_watermark(args: argparse.Namespace) -> int:
         store.save(feed.name, new)
     print(f"{feed.name}: {describe(old)} -> {format_ms(at)}")
     return EXIT_OK
+
+
+def _time_arg(flag: str, value: Optional[str]) -> Optional[int]:
+    from atomsync.timeutil import parse_timestamp
+
+    if value is None:
+        return None
+    try:
+        return parse_timestamp(value)
+    except (ValueError, OverflowError):
+        raise ConfigError(flag, f"not an ISO 8601 time: {value!r}") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from atomsync.publish import build_sink
+    from atomsync.replay import replay
+
+    cfg = load_config(args)
+    setup_logging(cfg)
+    since = _time_arg("--since", args.since)
+    until = _time_arg("--until", args.until)
+    assert since is not None
+    if until is not None and until < since:
+        raise ConfigError("--until", "is before --since")
+    sink = _PrintSink() if args.dry_run else build_sink(cfg)
+    result = replay(cfg, args.feed, since, until, sink, dead_letters=not args.dry_run)
+    return EXIT_OK if result.ok else EXIT_FAILURE
 
 
 def cmd_deadletter(args: argparse.Namespace) -> int:
@@ -331,6 +361,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "once": cmd_once,
     "status": cmd_status,
     "watermark": cmd_watermark,
+    "replay": cmd_replay,
     "deadletter": cmd_deadletter,
     "health": cmd_health,
     "simulate": cmd_simulate,
