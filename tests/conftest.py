@@ -19,10 +19,33 @@ from atomsync.sim.sandbox import Sandbox
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Everything the CLI printed in this test, for the secret scan.
+_OUTPUTS: list[str] = []
+
+
 @pytest.fixture
 def sandbox(tmp_path: Path) -> Iterator[Sandbox]:
+    _OUTPUTS.clear()
     with Sandbox(tmp_path / "sandbox") as box:
         yield box
+    assert_no_secrets(box, tmp_path)
+
+
+def assert_no_secrets(box: Sandbox, root: Path) -> None:
+    """No output, log, state or status file of the test holds the HCM password or the
+    private key, except the files that are meant to (the password file, the key file)."""
+    assert box.key is not None
+    pem_body = box.key.private_pem.decode().splitlines()[1]  # a line of the key itself
+    secrets = [box.password.encode(), pem_body.encode()]
+    allowed = {box.dir / "hcm_password", box.dir / "oci_api_key.pem"}
+    for path in root.rglob("*"):
+        if path.is_file() and path not in allowed:
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret not in data, f"a secret leaked into {path}"
+    for text in _OUTPUTS:
+        for secret in secrets:
+            assert secret.decode() not in text, "a secret leaked into the CLI's output"
 
 
 def cli_env(extra: Optional[dict[str, str]] = None) -> dict[str, str]:
@@ -39,7 +62,7 @@ def atomsync(
     cwd: Optional[Path] = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m atomsync ARGS` to completion."""
-    return subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "atomsync", *args],
         capture_output=True,
         text=True,
@@ -48,6 +71,8 @@ def atomsync(
         cwd=cwd or ROOT,
         check=False,
     )
+    _OUTPUTS.extend((result.stdout, result.stderr))
+    return result
 
 
 class Daemon:
