@@ -15,10 +15,11 @@ import signal
 import threading
 import time
 from types import FrameType
-from typing import Optional
+from typing import Any, Optional
 
 from atomsync.config import Config
 from atomsync.deadletter import DeadLetterFile
+from atomsync.errors import ConfigError
 from atomsync.feed import HcmClient
 from atomsync.notify import Notifier
 from atomsync.publish import Sink, build_sink, wrap
@@ -61,6 +62,7 @@ class Daemon:
         self.lock = Lock(cfg.state.dir)
         self._sink_override = sink
         self.runner: Optional[Runner] = None
+        self.metrics: Optional[Any] = None
         # True when a stop gave up waiting for a request in flight; the caller must then
         # exit at once (os._exit), since interpreter shutdown would join pool threads.
         self.abandoned = False
@@ -87,6 +89,21 @@ class Daemon:
         )
         runner = Runner(self.cfg, parts, should_stop=self.should_stop)
         runner.load_states()
+        if self.cfg.metrics.listen or self.cfg.metrics.textfile:
+            from atomsync.metrics import Metrics
+
+            metrics = Metrics(
+                self.cfg.metrics,
+                [f.name for f in self.cfg.feeds],
+                lambda feed: runner.states[feed].watermark_ms,
+            )
+            try:
+                metrics.start()
+            except OSError as exc:
+                raise ConfigError(
+                    "metrics.listen", f"cannot listen on {self.cfg.metrics.listen}: {exc.strerror}"
+                ) from None
+            parts.observer = parts.metrics = self.metrics = metrics
         self.runner = runner
         return runner
 
@@ -150,6 +167,8 @@ class Daemon:
                 signal.signal(sig, handler)
         if not self.abandoned:
             runner.close()
+        if self.metrics is not None:
+            self.metrics.close()
         self.lock.release()
         if self.stop_requested:
             log.info("stopped")

@@ -13,14 +13,14 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol
 
 from atomsync.atom import FeedError
 from atomsync.config import Config, FeedConfig
 from atomsync.errors import StateError
 from atomsync.publish import Sink, SinkError
 from atomsync.state import FeedState, Store, initial_state
-from atomsync.status import Heartbeat
+from atomsync.status import FeedHealth, Heartbeat
 from atomsync.sync import (
     Clock,
     CycleOptions,
@@ -66,6 +66,12 @@ class Backoff:
         self.until = 0.0
 
 
+class CycleMetrics(Protocol):
+    def cycle(self, result: CycleResult, last_success_ms: Optional[int]) -> None: ...
+
+    def write_textfile(self) -> None: ...
+
+
 @dataclass
 class RunnerParts:
     source: Source
@@ -75,6 +81,7 @@ class RunnerParts:
     dead_letters: Optional[DeadLetters] = None
     heartbeat: Optional[Heartbeat] = None
     observer: Optional[Observer] = None
+    metrics: Optional[CycleMetrics] = None
 
 
 class Runner:
@@ -169,6 +176,8 @@ class Runner:
                 beat.write(self.parts.clock.now_ms())
             except OSError as exc:
                 log.warning("cannot write %s: %s", beat.path, exc.strerror)
+        if self.parts.metrics is not None:
+            self.parts.metrics.write_textfile()
         return results
 
     def run_feed(self, feed: FeedConfig, sweep: bool) -> CycleResult:
@@ -216,6 +225,7 @@ class Runner:
                     health.last_success_ms = started_ms
                     health.last_error = None
                     health.consecutive_failures = 0
+                self.record_metrics(result, health)
                 summary = self.summary(result)
                 # Every cycle re-reads its overlap; only cycles that did something are news.
                 busy = result.published or result.filtered or result.dead_lettered or result.sweep
@@ -228,6 +238,7 @@ class Runner:
             if health is not None:
                 health.last_error = cause
                 health.consecutive_failures = backoff.failures
+            self.record_metrics(result, health)
             setup = getattr(result.error, "kind", "") in _SETUP_KINDS or getattr(
                 result.error, "config_level", False
             )
@@ -241,6 +252,10 @@ class Runner:
                 f" ({self.summary(result)})" if result.published else "",
                 extra={"feed": feed.name, "action": "failed"},
             )
+
+    def record_metrics(self, result: CycleResult, health: Optional[FeedHealth]) -> None:
+        if self.parts.metrics is not None:
+            self.parts.metrics.cycle(result, health.last_success_ms if health else None)
 
     @staticmethod
     def summary(result: CycleResult) -> str:
