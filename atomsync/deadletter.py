@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from atomsync.errors import StateError
 from atomsync.message import Message
-from atomsync.state import write_atomic
+from atomsync.state import fsync_dir, write_atomic
 from atomsync.timeutil import format_ms
 
 if TYPE_CHECKING:
@@ -81,12 +81,17 @@ class DeadLetterFile:
         )
         line = (letter.to_json() + "\n").encode("utf-8")
         with self._lock:
+            created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
             try:
-                os.write(fd, line)
+                view = memoryview(line)
+                while view:  # os.write may take fewer bytes than it was given
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            if created:  # a new file's name is durable only once its directory is synced
+                fsync_dir(self.path.parent)
 
     def __iter__(self) -> Iterator[DeadLetter]:
         """Stream the file (it may be large); a damaged line is a StateError naming it."""
@@ -150,25 +155,27 @@ def retry(cfg: Config, letters: DeadLetterFile, feed: Optional[str] = None) -> t
         pending = list(letters)
         sink = wrap(build_sink(cfg), cfg, _sleep)
         keep: list[DeadLetter] = []
-        sent = 0
+        sent = tried = 0
         try:
             for letter in pending:
                 if feed is not None and letter.feed != feed:
                     keep.append(letter)
-                    continue
-                try:
-                    msg = letter.message()
-                    if sink.max_request_bytes:
-                        msg = fit(msg, sink.max_request_bytes)
-                    sink.publish(msg)
-                except (SinkError, MessageTooLarge) as exc:
-                    log.warning("%s: %s still refused: %s", letter.feed, letter.entry_id, exc)
-                    keep.append(letter)
-                    continue
-                sent += 1
-                log.info("%s: re-sent %s", letter.feed, letter.entry_id)
+                else:
+                    try:
+                        msg = letter.message()
+                        if sink.max_request_bytes:
+                            msg = fit(msg, sink.max_request_bytes)
+                        sink.publish(msg)
+                    except (SinkError, MessageTooLarge) as exc:
+                        log.warning("%s: %s still refused: %s", letter.feed, letter.entry_id, exc)
+                        keep.append(letter)
+                    else:
+                        sent += 1
+                        log.info("%s: re-sent %s", letter.feed, letter.entry_id)
+                tried += 1
         finally:
-            letters.replace(keep)
+            # Letters not tried (a set-up error, an interrupt) stay exactly as they were.
+            letters.replace(keep + pending[tried:])
             sink.close()
         left = sum(1 for k in keep if feed is None or k.feed == feed)
         return sent, left

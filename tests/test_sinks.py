@@ -933,12 +933,23 @@ class UpperBound(random.Random):
         return b
 
 
-def test_retry_honours_retry_after_capped_at_max_delay() -> None:
-    inner, sleep = Flaky(transient(7), transient(100)), FakeSleep()
+def test_retry_honours_retry_after() -> None:
+    inner, sleep = Flaky(transient(7), transient(30)), FakeSleep()
     sink = RetryingSink(inner, attempts=3, max_delay=30, sleep=sleep)
     assert sink.publish(message()) == "ok"
     assert inner.calls == 3
     assert sleep.waits == [7, 30]
+
+
+def test_retry_after_beyond_max_delay_is_left_to_the_per_feed_back_off() -> None:
+    # Retrying after max_delay would come sooner than the service asked: give up at once.
+    inner, sleep = Flaky(transient(7), transient(100)), FakeSleep()
+    sink = RetryingSink(inner, attempts=3, max_delay=30, sleep=sleep)
+    with pytest.raises(SinkError) as caught:
+        sink.publish(message())
+    assert caught.value.retry_after == 100
+    assert inner.calls == 2
+    assert sleep.waits == [7]
 
 
 def test_retry_backs_off_exponentially_up_to_max_delay() -> None:

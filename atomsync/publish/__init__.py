@@ -106,9 +106,10 @@ class PacedSink:
 class RetryingSink:
     """Retries transient failures of one message a few times within the cycle.
 
-    Waits honour Retry-After (capped) and otherwise grow exponentially with full jitter.
-    Set-up problems (`config_level`) are not retried here: they need a person, and the
-    daemon's slower per-feed back-off takes over.
+    Waits honour Retry-After and otherwise grow exponentially with full jitter. A Retry-After
+    longer than `max_delay` ends the attempts at once: retrying sooner than the service asked
+    only earns another refusal, and the per-feed back-off (which honours it) takes over.
+    Set-up problems (`config_level`) are not retried here either: they need a person.
     """
 
     def __init__(
@@ -137,6 +138,8 @@ class RetryingSink:
                 return self.inner.publish(message)
             except SinkError as exc:
                 if not exc.retryable or exc.config_level or attempt >= self.attempts:
+                    raise
+                if exc.retry_after is not None and exc.retry_after > self.max_delay:
                     raise
                 delay = self.delay(attempt, exc.retry_after)
                 log.warning(
