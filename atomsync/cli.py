@@ -182,7 +182,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     daemon.open()
     failed = daemon.run()
     _exit_now_if_abandoned(daemon, EXIT_FAILURE)
-    complete = bool(daemon.last_results) and all(r.ok for r in daemon.last_results)
+    results = daemon.last_results
+    # A dead-lettered event was not published: the feed moved on, but this run failed it.
+    complete = bool(results) and all(r.ok and not r.dead_lettered for r in results)
     return EXIT_OK if failed == 0 and complete else EXIT_FAILURE
 
 
@@ -320,7 +322,8 @@ def cmd_deadletter(args: argparse.Namespace) -> int:
     if args.action == "list":
         for letter in letters:
             if args.feed in (None, letter.feed):
-                print(f"{letter.feed}\t{letter.cursor}\t{letter.entry_id}\t{letter.reason}")
+                reason = " ".join(letter.reason.split())  # one line per dead letter, always
+                print(f"{letter.feed}\t{letter.cursor}\t{letter.entry_id}\t{reason}")
         return EXIT_OK
     setup_logging(cfg)
     from atomsync.deadletter import retry

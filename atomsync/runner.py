@@ -239,8 +239,12 @@ class Runner:
                 health.last_error = cause
                 health.consecutive_failures = backoff.failures
             self.record_metrics(result, health)
-            setup = getattr(result.error, "kind", "") in _SETUP_KINDS or getattr(
-                result.error, "config_level", False
+            # Set-up problems and a halted feed need a person: errors, not warnings.
+            err = result.error
+            setup = (
+                getattr(err, "kind", "") in _SETUP_KINDS
+                or getattr(err, "config_level", False)
+                or (isinstance(err, SinkError) and not err.retryable)
             )
             log.log(
                 logging.ERROR if setup else logging.WARNING,
