@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print what would be published, one line per event; publish nothing, change no state",
     )
     p.add_argument("--sweep", action="store_true", help="use the long sweep look-back")
+    command("check", "check the configuration, HCM, the OCI signer and topic, and the clock")
     p = command("status", "per feed: watermark, last poll, last success, published, dead letters")
     p.add_argument("--json", action="store_true", help="print one JSON document for scripts")
     p = command("watermark", "show a feed's watermark, or move it by hand")
@@ -125,15 +126,17 @@ def load_config(args: argparse.Namespace) -> Config:
     return config.load(path)
 
 
-def setup_logging(cfg: Config, log_file: Optional[str] = None) -> None:
-    from atomsync import logsetup
+def setup_logging(cfg: Config, log_file: Optional[str] = None, level: Optional[str] = None) -> None:
+    from atomsync import logsetup, perms
 
     logsetup.configure(
-        level=cfg.logging.level,
+        level=level or cfg.logging.level,
         fmt=cfg.logging.format,
         file=log_file or cfg.logging.file,
         secrets=cfg.secrets(),
     )
+    for warning in perms.warnings(cfg):
+        log.warning("%s", warning)
 
 
 def now_ms() -> int:
@@ -224,6 +227,20 @@ class _PrintSink:
 
     def close(self) -> None:
         pass
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from atomsync import check, logsetup
+
+    cfg = load_config(args)
+    # The checks print their own findings; only library trouble goes to the log.
+    logsetup.configure(level="ERROR", fmt=cfg.logging.format, secrets=cfg.secrets())
+    results = check.run(cfg)
+    for result in results:
+        print(result.line(), flush=True)
+    failed = sum(r.level == check.FAIL for r in results)
+    print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return EXIT_OK if not failed else EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -362,6 +379,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": cmd_run,
     "once": cmd_once,
+    "check": cmd_check,
     "status": cmd_status,
     "watermark": cmd_watermark,
     "replay": cmd_replay,

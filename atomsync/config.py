@@ -48,6 +48,7 @@ class HcmConfig:
     base_url: str
     username: str
     password: str = field(repr=False)
+    password_file: Optional[str] = None  # where the password came from, if a file
     page_size: int = 25
     timeout_seconds: float = 30.0
     connect_timeout_seconds: float = 5.0
@@ -100,6 +101,7 @@ class PublisherConfig:
     url: Optional[str] = None
     hmac_secret: Optional[str] = field(default=None, repr=False)
     bearer_token: Optional[str] = field(default=None, repr=False)
+    secret_files: tuple[str, ...] = ()  # hmac_secret_file / bearer_token_file, if used
 
 
 @dataclass(frozen=True)
@@ -412,22 +414,25 @@ def _read_secret(key: str, path: Path) -> str:
 
 def _secret(
     s: _Section, name: str, base: Path, *, required: bool, credential: Optional[Path] = None
-) -> Optional[str]:
-    """A secret given inline (`name`), in a file (`name_file`), or as a systemd credential."""
+) -> tuple[Optional[str], Optional[str]]:
+    """A secret given inline (`name`), in a file (`name_file`), or as a systemd credential;
+    returned with the file it came from (for the permission check), if any."""
     inline, file_key = s.has(name), f"{name}_file"
     if inline and s.has(file_key):
         raise ConfigError(s.k(file_key), f"give either {name} or {file_key}, not both")
     if inline:
-        return s.value(name, _str)
+        return s.value(name, _str), None
     s.raw(name)
     if s.has(file_key):
-        return _read_secret(s.k(file_key), s.value(file_key, _path(base)))
+        path = s.value(file_key, _path(base))
+        return _read_secret(s.k(file_key), path), str(path)
     s.raw(file_key)
     if credential is not None and credential.is_file():
-        return _read_secret(f"$CREDENTIALS_DIRECTORY/{credential.name}", credential)
+        # systemd keeps credentials private to the service; no permission check needed.
+        return _read_secret(f"$CREDENTIALS_DIRECTORY/{credential.name}", credential), None
     if required:
         raise ConfigError(s.k(name), f"required key is missing (or set {file_key})")
-    return None
+    return None, None
 
 
 # --------------------------------------------------------------------------- sections
@@ -470,7 +475,7 @@ def _hcm(s: _Section, env: Mapping[str, str], base: Path) -> HcmConfig:
         )
     creds = env.get("CREDENTIALS_DIRECTORY")
     credential = Path(creds) / CREDENTIAL_NAME if creds else None
-    password = _secret(s, "password", base, required=True, credential=credential)
+    password, password_file = _secret(s, "password", base, required=True, credential=credential)
     assert password is not None
     verify_raw = s.raw("verify_tls")
     verify: Union[bool, str] = True
@@ -488,6 +493,7 @@ def _hcm(s: _Section, env: Mapping[str, str], base: Path) -> HcmConfig:
         base_url=base_url,
         username=s.value("username", _str),
         password=password,
+        password_file=password_file,
         page_size=s.value("page_size", _int_between(1, 1000), 25),
         timeout_seconds=s.value("timeout_seconds", _positive, 30.0),
         connect_timeout_seconds=s.value("connect_timeout_seconds", _positive, 5.0),
@@ -626,6 +632,8 @@ def _publisher(s: _Section, base: Path) -> PublisherConfig:
     url = s.value("url", _url, None)
     if kind == "webhook" and url is None:
         raise ConfigError(s.k("url"), "required for publisher.kind webhook")
+    hmac_secret, hmac_file = _secret(s, "hmac_secret", base, required=False)
+    bearer_token, token_file = _secret(s, "bearer_token", base, required=False)
     cfg = PublisherConfig(
         kind=kind,
         topic_id=s.value("topic_id", _str, None),
@@ -639,8 +647,9 @@ def _publisher(s: _Section, base: Path) -> PublisherConfig:
             "on_permanent_failure", _choice(*PERMANENT_POLICIES), "deadletter"
         ),
         url=url,
-        hmac_secret=_secret(s, "hmac_secret", base, required=False),
-        bearer_token=_secret(s, "bearer_token", base, required=False),
+        hmac_secret=hmac_secret,
+        bearer_token=bearer_token,
+        secret_files=tuple(f for f in (hmac_file, token_file) if f),
     )
     s.finish()
     return cfg

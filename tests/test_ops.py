@@ -222,3 +222,73 @@ def test_log_file_survives_rotation(
     wait_until(lambda: log.exists() and "published" in log.read_text(), what="the reopened log")
     assert daemon.terminate()[0] == 0
     assert daemon.stderr() == ""  # everything went to the file
+
+
+def test_check_passes_against_the_simulators(sandbox: Sandbox) -> None:
+    config = sandbox.write_config(feeds=["newhire", "jobs"])
+    result = atomsync("-c", str(config), "check")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    for name in (
+        "config",
+        "state",
+        "hcm newhire",
+        "hcm jobs",
+        "clock vs HCM",
+        "oci signer",
+        "clock vs OCI",
+    ):
+        assert any(line.startswith(f"ok   {name}:") for line in lines), (name, lines)
+    assert any(line.startswith("ok   topic ") and "found" in line for line in lines)
+    assert lines[-1] == "all checks passed"
+    assert sandbox.ons.accepted == []  # checking sends no message
+
+
+def test_check_names_a_wrong_password_and_a_wrong_topic(sandbox: Sandbox) -> None:
+    (sandbox.dir / "hcm_password").write_text("not-the-password\n")
+    config = sandbox.write_config(publisher={"topic_id": "ocid1.onstopic.oc1.iad.aaaaaaaanosuch"})
+    result = atomsync("-c", str(config), "check")
+    assert result.returncode == 1
+    fails = [line for line in result.stdout.splitlines() if line.startswith("FAIL")]
+    assert len(fails) == 2, result.stdout
+    assert "hcm newhire" in fails[0] and "401" in fails[0] and "password" in fails[0]
+    assert "topic" in fails[1] and "ocid1.onstopic.oc1.iad.aaaaaaaanosuch" in fails[1]
+    assert "use ons-topics" in fails[1]
+    assert "not-the-password" not in result.stdout + result.stderr
+
+
+def test_check_reports_a_clock_more_than_five_minutes_off(sandbox: Sandbox) -> None:
+    sandbox.ons.clock = lambda: time.time() + 600  # the service thinks it is 10 min later
+    result = atomsync("-c", str(sandbox.write_config()), "check")
+    assert result.returncode == 1
+    assert any(
+        line.startswith("FAIL clock vs OCI") and "ahead" not in line and "behind" in line
+        for line in result.stdout.splitlines()
+    ), result.stdout
+    assert "clock" in result.stdout and "5 minutes" in result.stdout
+
+
+def test_secrets_readable_by_others_are_warned_about(sandbox: Sandbox, tmp_path: Path) -> None:
+    password_file = sandbox.dir / "hcm_password"
+    password_file.chmod(0o644)
+    result = atomsync("-c", str(sandbox.write_config()), "once")
+    assert f"{password_file} holds a secret and is readable by others" in result.stderr
+    password_file.chmod(0o600)
+    inline = tmp_path / "inline.yaml"
+    doc = sandbox.config()
+    doc["hcm"].pop("password_file")
+    doc["hcm"]["password"] = sandbox.password
+    inline.write_text(json.dumps(doc))
+    inline.chmod(0o640)
+    check = atomsync("-c", str(inline), "check")
+    assert f"warn permissions: {inline} holds a secret and is readable by group" in check.stdout
+    inline.chmod(0o600)
+    quiet = atomsync("-c", str(inline), "check")
+    assert "permissions" not in quiet.stdout and quiet.returncode == 0
+    key = sandbox.dir / "oci_api_key.pem"
+    key.chmod(0o644)
+    warned = atomsync("-c", str(inline), "check")
+    assert f"{key} holds the OCI API private key and is readable by others" in warned.stdout
+    assert warned.returncode == 0  # a warning, not a failure
+    # The secret scan must not trip on this test's own config file.
+    inline.unlink()

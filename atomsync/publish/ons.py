@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT = 5.0
 
 
-def _import_oci() -> Any:
+def import_oci() -> Any:
     # Eager imports of the whole SDK take ~500 MB; never let an inherited setting do that.
     if os.environ.get("OCI_PYTHON_SDK_LAZY_IMPORTS_DISABLED", "").lower() == "true":
         log.warning("ignoring OCI_PYTHON_SDK_LAZY_IMPORTS_DISABLED=true (it costs ~500 MB)")
@@ -38,7 +38,7 @@ def make_signer_config(cfg: PublisherConfig) -> tuple[dict[str, Any], Any]:
 
     Every problem with an API-key set-up becomes a ConfigError naming the key to fix (exit 78).
     """
-    oci = _import_oci()
+    oci = import_oci()
     if cfg.auth == "api_key":
         path = os.path.expanduser(cfg.oci_config_file)
         key = "publisher.oci_config_file"
@@ -130,7 +130,7 @@ class OnsSink:
     def client(self) -> Any:
         with self._lock:
             if self._client is None:
-                oci = _import_oci()
+                oci = import_oci()
                 config, signer = make_signer_config(self.cfg)
                 kwargs: dict[str, Any] = {
                     "signer": signer,
@@ -144,7 +144,7 @@ class OnsSink:
             return self._client
 
     def publish(self, message: Message) -> str:
-        oci = _import_oci()
+        oci = import_oci()
         topic = message.topic_id or self.cfg.topic_id
         if not topic:
             raise SinkError(

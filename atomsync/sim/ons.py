@@ -404,7 +404,7 @@ class OnsSimulator:
     ) -> None:
         self._host = host
         self._port = port
-        self._clock = clock
+        self.clock = clock
         self._rate_per_minute = rate_per_minute
         self.max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
@@ -493,7 +493,7 @@ class OnsSimulator:
             name=name or topic_id.rsplit(".", 1)[-1],
             rate_per_minute=rate_per_minute,
             allowed_key_ids=None if allowed_key_ids is None else frozenset(allowed_key_ids),
-            time_created=self._clock(),
+            time_created=self.clock(),
             etag=uuid.uuid4().hex,
         )
         with self._lock:
@@ -633,7 +633,7 @@ class OnsSimulator:
             )
         title, text = _parse_message(body)
         with self._changed:
-            now = self._clock()
+            now = self.clock()
             window = self._windows.setdefault(topic.topic_id, deque())
             while window and window[0] <= now - RATE_WINDOW_SECONDS:
                 window.popleft()
@@ -666,7 +666,7 @@ class OnsSimulator:
     def _record_rejection(
         self, method: str, path: str, key_id: str | None, *, status: int, code: str, message: str
     ) -> None:
-        rejection = Rejected(status, code, message, method, path, key_id, self._clock())
+        rejection = Rejected(status, code, message, method, path, key_id, self.clock())
         logger.debug("rejected %s %s: %s %s %s", method, path, status, code, message)
         with self._changed:
             self._rejected.append(rejection)
@@ -732,6 +732,10 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60.0  # idle keep-alive connections are dropped eventually
     server: _Server
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        # The Date header comes from the simulated clock, as a skewed service's would.
+        return _http_date(self.server.simulator.clock() if timestamp is None else timestamp)
+
     def setup(self) -> None:
         super().setup()
         # Headers and body go out in separate writes; with Nagle on, the body waits for the
@@ -791,7 +795,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._admin(body)
                 return
             route = _route(self.command, self.path)
-            key_id = sim._authenticate(self.command, self.path, headers, body, sim._clock())
+            key_id = sim._authenticate(self.command, self.path, headers, body, sim.clock())
             if route.action == "get_topic":
                 topic = sim._topic_for(route.topic_id, key_id)
                 self._send_json(200, sim._get_topic(topic), request_id, {"etag": topic.etag})
