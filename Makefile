@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Oracle Linux 9's python3 is 3.9: when such an interpreter exists here (pyenv or PATH),
+# `make test` also runs the fast tests on it. The slow end-to-end tests run once.
+PY39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) $(shell command -v python3.9 2>/dev/null))
+VENV39 ?= .venv39
 
-.PHONY: all venv test lint unit demo bench soak clean
+.PHONY: all venv test test39 lint demo soak clean
 
 all: test
 
@@ -15,6 +19,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+$(VENV39)/.installed: pyproject.toml
+	$(PY39) -m venv $(VENV39)
+	$(VENV39)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
 lint: $(STAMP)
 	$(BIN)/ruff check atomsync tests
 	$(BIN)/ruff format --check atomsync tests
@@ -22,6 +31,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q -m "not soak"
+ifneq ($(PY39),)
+	$(MAKE) --no-print-directory test39
+else
+	@echo "no Python 3.9 interpreter found: the 3.9 run is skipped"
+endif
+
+test39: $(VENV39)/.installed
+	$(VENV39)/bin/python -m pytest -q -m "not slow and not soak"
 
 demo: $(STAMP)
 	$(BIN)/atomsync demo
@@ -30,4 +47,4 @@ soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(VENV39) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
