@@ -8,11 +8,13 @@ wrong and what to check. Nothing here ever logs or raises the password.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Optional
 from urllib.parse import urlsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -161,7 +163,7 @@ class HcmClient:
         deadline = started + 2 * self.cfg.timeout_seconds + self.cfg.connect_timeout_seconds
         chunks, total = [], 0
         try:
-            for chunk in resp.iter_content(chunk_size=65536):
+            for chunk in _arriving(resp, 65536):
                 total += len(chunk)
                 if total > cap:
                     raise _too_big(cap)
@@ -172,7 +174,7 @@ class HcmClient:
                         f"{deadline - started:g} s; hcm.timeout_seconds)",
                     )
                 chunks.append(chunk)
-        except requests.exceptions.RequestException as exc:
+        except (requests.exceptions.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise FetchError("network", f"HCM's answer broke off: {os_reason(exc)}") from None
         body = b"".join(chunks)
         if declared.isdigit() and len(body) < int(declared):
@@ -181,6 +183,22 @@ class HcmClient:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _arriving(resp: requests.Response, size: int) -> Iterator[bytes]:
+    """The body as it arrives, one socket read at a time, so that the caller's deadline is
+    checked even while HCM sends a few bytes at a time: `iter_content` (urllib3's `read`)
+    blocks until `size` bytes have come, however long that takes. `read1` is urllib3 2.3+;
+    older ones fall back to `iter_content`."""
+    read1 = getattr(resp.raw, "read1", None)
+    if not callable(read1):
+        yield from resp.iter_content(chunk_size=size)
+        return
+    while True:
+        chunk = read1(size, decode_content=True)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _too_big(cap: int) -> FetchError:

@@ -53,6 +53,7 @@ FAULTS: dict[str, dict[str, float]] = {
     "503": {},
     "429": {"retry_after": 1},
     "slow": {"delay": 2.0},
+    "trickle": {"interval": 0.05},
     "reset": {},
     "login_page": {},
     "redirect_login": {},
@@ -806,7 +807,26 @@ class _Handler(BaseHTTPRequestHandler):
         body = text.encode("utf-8")
         if kind == "truncated":
             body = body[: len(body) // 2]
+        if kind == "trickle" and fault is not None:
+            self._trickle(body, fault.params["interval"])
+            return
         self._send(200, body, ATOM_TYPE)
+
+    def _trickle(self, body: bytes, interval: float) -> None:
+        """The whole answer, a few bytes every `interval` seconds: each read succeeds within
+        any read timeout, yet the answer takes minutes (a congested proxy, a stuck pod)."""
+        self._log_request_as(200)
+        self.send_response(200)
+        self.send_header("Content-Type", ATOM_TYPE)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.flush()
+        for start in range(0, len(body), 8):
+            if self.sim._stopping.wait(interval):
+                self._reset()
+                return
+            self.wfile.write(body[start : start + 8])
+            self.wfile.flush()
 
     def _links(self, raw: dict[str, str], q: _Query, *, more: bool) -> dict[str, str]:
         base = self.sim.url + urlsplit(self.path).path
