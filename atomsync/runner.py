@@ -104,6 +104,9 @@ class Runner:
             for f in cfg.feeds
         }
         self.next_sweep = 0.0  # the first cycle of a run sweeps: catch up after downtime
+        # Feeds whose sweep is due but has not yet succeeded: a failed or skipped (backing
+        # off) sweep is retried on the feed's next cycle, not an interval later.
+        self.sweep_pending: set[str] = set()
         self.cycles = 0
         self.lock = threading.Lock()
         self.pool: Optional[ThreadPoolExecutor] = None
@@ -158,17 +161,25 @@ class Runner:
     def cycle(self, *, allow_sweep: bool = True, force_all: bool = False) -> list[CycleResult]:
         """One cycle over every feed that is not backing off."""
         now = time.monotonic()
-        sweep = self.sweep_due(now, allow_sweep)
+        if self.sweep_due(now, allow_sweep):
+            self.sweep_pending = {f.name for f in self.cfg.feeds}
         due = [f for f in self.cfg.feeds if force_all or self.backoff[f.name].ready(now)]
+
+        def one(feed: FeedConfig) -> CycleResult:
+            result = self.run_feed(feed, feed.name in self.sweep_pending)
+            if result.sweep and result.ok:
+                self.sweep_pending.discard(feed.name)
+            return result
+
         workers = min(self.cfg.hcm.max_connections, len(due))
         if workers > 1:
             if self.pool is None:
                 self.pool = ThreadPoolExecutor(
                     self.cfg.hcm.max_connections, thread_name_prefix="atomsync-feed"
                 )
-            results = list(self.pool.map(lambda f: self.run_feed(f, sweep), due))
+            results = list(self.pool.map(one, due))
         else:
-            results = [self.run_feed(f, sweep) for f in due]
+            results = [one(f) for f in due]
         self.cycles += 1
         beat = self.parts.heartbeat
         if beat is not None:

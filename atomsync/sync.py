@@ -201,6 +201,7 @@ class _Cycle:
         if not passes(entry, self.feed.filters):
             self.result.filtered += 1
             self.commit(key, at, "filtered", entry.id)
+            self.check_stop()
             return
         try:
             msg = messages.build(
@@ -244,6 +245,7 @@ class _Cycle:
             msg.title,
             extra={"feed": self.feed.name, "entry_id": entry.id, "action": "published"},
         )
+        self.check_stop()  # after the log line: a stop must not hide the event it let finish
 
     def reject(self, entry: Entry, key: str, at: int, reason: str, msg: Optional[Message]) -> None:
         """The sink refused this event for good: dead-letter it and move on, or halt."""
@@ -274,6 +276,7 @@ class _Cycle:
             reason,
             extra={"feed": self.feed.name, "entry_id": entry.id, "action": "deadlettered"},
         )
+        self.check_stop()
 
     def commit(self, key: str, at: int, action: str, entry_id: str) -> None:
         self.state.record(key, at)
@@ -284,7 +287,6 @@ class _Cycle:
             self.fail(OSError(exc.errno, f"cannot save state: {exc.strerror}"))
         if self.observer is not None:
             self.observer.event(self.feed.name, action, entry_id)
-        self.check_stop()
 
     def check_stop(self) -> None:
         if self.should_stop():

@@ -410,11 +410,6 @@ def test_first_cycle_of_run_is_a_sweep_catching_up_after_downtime(
     stop(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner.sweep_due() spends the sweep when it is scheduled, not when it succeeds: "
-    "a failed sweep (or a feed backing off) waits a whole sweep_interval_seconds",
-)
 def test_catch_up_sweep_is_not_lost_when_the_first_cycle_fails(
     sandbox: Sandbox, daemon_factory: Callable[..., Daemon]
 ) -> None:
@@ -550,11 +545,6 @@ def test_run_outlives_ten_failed_cycles_and_status_shows_them(
 # --------------------------------------------------------------------------- logging on stop
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync._Cycle.commit() checks the stop flag before process() logs the event, so "
-    "the event finished during a stop is published and saved but never logged",
-)
 def test_event_finished_during_a_stop_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     from atomsync.config import FeedConfig
     from atomsync.state import FeedState, MemoryStore
