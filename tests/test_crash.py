@@ -88,7 +88,9 @@ def crash_loop(box: Sandbox, tmp: Path, *, kills: int, backlog: int, seed: int) 
     finally:
         log.close()
     counts = Counter(published_keys(box))
-    assert box.ons.rejected == []
+    # A publisher killed mid-request leaves a half-sent request: a dropped connection, the
+    # only "rejection" allowed. Anything else (a bad signature, a 429) is a failure.
+    assert [r for r in box.ons.rejected if r.code != "ConnectionAborted"] == []
     return Outcome(
         kills=kills,
         kills_while_publishing=killed_mid_publish,

@@ -870,7 +870,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
         body = self.rfile.read(length)
         if len(body) < length:
-            self.close_connection = True  # the client hung up mid-body
+            # The client died mid-request (a killed publisher): a real service sees only a
+            # dropped connection, so nothing is answered and nothing is judged.
+            raise _AbortConnection(reset=False)
         return body
 
     def _admin(self, body: bytes) -> None:
