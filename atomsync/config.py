@@ -6,6 +6,7 @@ unknown keys are errors because they are almost always typos. Contract: design.m
 
 from __future__ import annotations
 
+import base64
 import difflib
 import ipaddress
 import os
@@ -136,8 +137,15 @@ class Config:
         raise ConfigError("feeds", f"no feed named {name!r} is configured (configured: {names})")
 
     def secrets(self) -> tuple[str, ...]:
-        """Every secret value, for redaction of log output."""
-        values = (self.hcm.password, self.publisher.hmac_secret, self.publisher.bearer_token)
+        """Every secret value, for redaction of log output, including the Basic-auth token
+        (debug output of HTTP libraries shows the header, not the password)."""
+        basic = base64.b64encode(f"{self.hcm.username}:{self.hcm.password}".encode()).decode()
+        values = (
+            self.hcm.password,
+            basic,
+            self.publisher.hmac_secret,
+            self.publisher.bearer_token,
+        )
         return tuple(v for v in values if v)
 
 

@@ -81,7 +81,8 @@ def test_secrets_never_appear_in_repr() -> None:
         MINIMAL + "  kind: webhook\n  url: https://x.example/h\n  hmac_secret: hm4c-s3cret\n"
     )
     assert "s3cret-pass" not in repr(cfg) and "hm4c-s3cret" not in repr(cfg)
-    assert set(cfg.secrets()) == {"s3cret-pass", "hm4c-s3cret"}
+    basic = "SU5URUdSQVRJT05fVVNFUjpzM2NyZXQtcGFzcw=="  # INTEGRATION_USER:s3cret-pass
+    assert set(cfg.secrets()) == {"s3cret-pass", "hm4c-s3cret", basic}
 
 
 def test_missing_environment_variable_names_key_and_variable() -> None:
