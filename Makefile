@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PY39 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.9*/bin/python3.9) $(shell command -v python3.9 2>/dev/null))
 VENV39 ?= .venv39
 
-.PHONY: all venv test test39 lint demo soak clean
+.PHONY: all venv test test39 lint demo soak bench clean
 
 all: test
 
@@ -45,6 +45,11 @@ demo: $(STAMP)
 
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak
+
+# Performance figures against baselines measured in the same run (docs/performance.md);
+# a few minutes, never part of `make test`.
+bench: $(STAMP)
+	$(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(VENV) $(VENV39) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

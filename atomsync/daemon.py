@@ -198,8 +198,8 @@ class Daemon:
 
     def report(self, results: list[CycleResult]) -> None:
         runner = self.runner
-        if runner is None:
-            return
+        if runner is None or not self.notifier.enabled:
+            return  # the status line is for systemd only
         published = sum(s.published for s in runner.states.values())
         failed = [r.feed for r in results if r.error is not None]
         marks = [s.watermark_ms for s in runner.states.values() if s.watermark_ms is not None]

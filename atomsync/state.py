@@ -15,7 +15,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
@@ -37,6 +36,9 @@ class FeedState:
     published: int = 0
     dead_letters: int = 0
     last_published_ms: Optional[int] = None  # wall time of the last accepted publish
+    # (horizon, key count) after the last prune: while neither changes there is nothing to
+    # prune, and an idle cycle need not walk every retained key to find that out.
+    _pruned: Optional[tuple[int, int]] = field(default=None, init=False, repr=False, compare=False)
 
     def seen(self, key: str) -> bool:
         return key in self.keys
@@ -51,9 +53,12 @@ class FeedState:
         if self.watermark_ms is None:
             return 0
         horizon = self.watermark_ms - retention_ms
+        if self._pruned == (horizon, len(self.keys)):
+            return 0
         old = [k for k, c in self.keys.items() if c < horizon]
         for k in old:
             del self.keys[k]
+        self._pruned = (horizon, len(self.keys))
         return len(old)
 
     def copy(self) -> FeedState:
@@ -177,6 +182,8 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     `durable` adds the fsyncs that make the new content survive a power cut; status files
     that are rewritten every cycle skip them.
     """
+    import tempfile  # not at import time: read-only commands never write
+
     directory = path.parent
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX, suffix=".tmp")
     try:

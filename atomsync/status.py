@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from atomsync.config import Config
-from atomsync.deadletter import DeadLetterFile
 from atomsync.errors import StateError
 from atomsync.state import LOCK_NAME, FileStore, write_atomic
 from atomsync.timeutil import format_optional, parse_timestamp
@@ -104,6 +103,8 @@ def running_pid(directory: Path) -> Optional[int]:
 
 def report(cfg: Config, now_ms: int) -> dict[str, Any]:
     """The `status --json` document (design.md §3), plus a few more keys."""
+    from atomsync.deadletter import DeadLetterFile  # not for `health`, which runs often
+
     directory = cfg.state.dir
     beat = read(directory)
     beats = beat.get("feeds") or {}
