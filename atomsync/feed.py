@@ -104,6 +104,9 @@ class HcmClient:
             return atom.parse(body, feed.cursor)
         except FetchError:
             raise
+        except atom.HtmlPageError:
+            # Served as a feed (200, an XML content type), yet a sign-in page all the same.
+            raise FetchError("login_page", _login_page("an HTML page")) from None
         except FeedError as exc:
             # Same type and kind as every other untrustworthy answer, for logs and metrics.
             raise FetchError("bad_response", str(exc)) from None
@@ -112,8 +115,16 @@ class HcmClient:
         """GET an Atom document, bounded in time and size; raise FetchError on anything odd."""
         timeout = (self.cfg.connect_timeout_seconds, self.cfg.timeout_seconds)
         try:
+            # `verify` per request: requests lets $REQUESTS_CA_BUNDLE / $CURL_CA_BUNDLE override
+            # a session's verify (a CA bundle path, or false) but never a request's. `true`
+            # still defers to those variables, as requests always does.
             resp = self.session.get(
-                url, params=query, timeout=timeout, stream=True, allow_redirects=False
+                url,
+                params=query,
+                timeout=timeout,
+                stream=True,
+                allow_redirects=False,
+                verify=self.cfg.verify_tls,
             )
         except requests.exceptions.SSLError as exc:
             raise FetchError(
@@ -209,6 +220,14 @@ def _too_big(cap: int) -> FetchError:
     )
 
 
+def _login_page(what: str) -> str:
+    return (
+        f"HCM returned a login page ({what}) instead of the feed: check the credentials, "
+        "and that the integration user signs in with Basic auth (a local HCM user, not SSO "
+        "only)"
+    )
+
+
 def _check_status(resp: requests.Response) -> None:
     status = resp.status_code
     ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
@@ -252,12 +271,7 @@ def _check_status(resp: requests.Response) -> None:
     if status != 200:
         raise FetchError("bad_response", f"HCM answered {status} {resp.reason or ''}".rstrip())
     if ctype == "text/html":
-        raise FetchError(
-            "login_page",
-            "HCM returned a login page (text/html) instead of the feed: check the credentials, "
-            "and that the integration user signs in with Basic auth (a local HCM user, not SSO "
-            "only)",
-        )
+        raise FetchError("login_page", _login_page("text/html"))
     if ctype and ctype not in ATOM_TYPES:
         raise FetchError(
             "bad_response",

@@ -35,12 +35,35 @@ def under_journald(env: Mapping[str, str], stream: Optional[TextIO] = None) -> b
     return st.st_dev == int(dev) and st.st_ino == int(ino)
 
 
+def _json_escaped(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _json_ascii_escaped(text: str) -> str:
+    return json.dumps(text)[1:-1]
+
+
+def _repr_escaped(text: str) -> str:
+    return repr(text)[1:-1]
+
+
+_ESCAPES = (_json_escaped, _json_ascii_escaped, _repr_escaped)
+
+
 class _Redacting(logging.Formatter):
     def __init__(self, inner: logging.Formatter, secrets: Iterable[str]) -> None:
         super().__init__()
         self.inner = inner
-        # Longest first, so a secret containing another is masked whole.
-        self.secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # Each secret also as JSON lines and Python reprs write it, and as one inside the
+        # other (a repr in a JSON line): a password holding `"`, `\` or a control character
+        # appears escaped there, never as itself. Longest first, so a secret containing
+        # another is masked whole.
+        forms: set[str] = set()
+        for secret in secrets:
+            if len(secret) >= 4:
+                once = {secret} | {escape(secret) for escape in _ESCAPES}
+                forms |= once | {escape(form) for form in once for escape in _ESCAPES}
+        self.secrets = sorted(forms, key=len, reverse=True)
 
     def format(self, record: logging.LogRecord) -> str:
         text = self.inner.format(record)

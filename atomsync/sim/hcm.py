@@ -17,12 +17,13 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -60,8 +61,17 @@ FAULTS: dict[str, dict[str, float]] = {
     "truncated": {},
     "bad_json": {},
     "wrong_content_type": {},
-    "huge": {"size_mb": 20},
+    "huge": {"size_mb": 20, "chunked": 0},
     "billion_laughs": {},
+    # Hostile documents (docs/hostile-input.md): an external entity naming a local file; one
+    # entity referenced `refs` times (`hidden`: its DTD inside a comment, which only
+    # feedparser's DOCTYPE rewrite finds); a sign-in page sent as a feed; entries without an
+    # <id> or with an <updated> that is not ISO 8601 (the last entry of the page).
+    "xxe": {},
+    "quadratic": {"kb": 50, "refs": 5000, "hidden": 0},
+    "login_page_atom": {},
+    "entry_without_id": {},
+    "unreadable_updated": {},
 }
 
 _REASONS = {
@@ -89,6 +99,12 @@ _LOLS = "".join(
     f' <!ENTITY lol{i} "{("&lol" + (str(i - 1) if i > 1 else "") + ";") * 10}">\n'
     for i in range(1, 10)
 )
+XXE_FILE = "/etc/passwd"
+_XXE = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE feed [\n'
+    f' <!ENTITY xxe SYSTEM "file://{XXE_FILE}">\n]>\n'
+)
+
 _BILLION_LAUGHS = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE feed [\n <!ENTITY lol "lol">\n'
     + _LOLS
@@ -157,8 +173,12 @@ class HcmSimulator:
         port: int = 0,
         clock: Callable[[], float] = time.time,
         seed: int = 0,
+        latency: Mapping[str, float] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.username = username
+        # Serve HTTPS with this context (its certificate must name `host`); None: plain HTTP.
+        self.ssl_context = ssl_context
         self.password = password
         self.host = host
         self.port = port
@@ -172,11 +192,14 @@ class HcmSimulator:
         self._archived: list[SimEntry] = []
         self._seq = 0
         self._faults: list[_Fault] = []
+        self._latency: dict[str, float] = {}
         self._requests: list[RequestRecord] = []
         self._connections: set[socket.socket] = set()
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        for collection, seconds in (latency or {}).items():
+            self.set_latency(collection, seconds)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -184,7 +207,8 @@ class HcmSimulator:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the HCM simulator is not started")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def start(self) -> HcmSimulator:
         """Serve in a daemon thread; after stop() it starts again on the same port."""
@@ -193,6 +217,12 @@ class HcmSimulator:
         self._stopping.clear()
         server = _Server((self.host, self.port), _Handler)
         server.sim = self
+        if self.ssl_context is not None:
+            # The handshake happens on the handler's first read, in its own thread, so a
+            # client that fails it (an untrusted certificate) never stalls the accept loop.
+            server.socket = self.ssl_context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -362,6 +392,18 @@ class HcmSimulator:
         name = None if collection is None else _canonical(collection)
         with self._lock:
             self._faults.append(_Fault(fault, times, name, values))
+
+    def set_latency(self, collection: str, seconds: float) -> None:
+        """Answer every feed request of `collection` `seconds` late, like a pod whose feeds
+        differ in cost (0 removes the delay). Unlike the `slow` fault it never runs out."""
+        if seconds < 0:
+            raise ValueError("latency must not be negative")
+        name = _canonical(collection)
+        with self._lock:
+            if seconds:
+                self._latency[name] = float(seconds)
+            else:
+                self._latency.pop(name, None)
 
     def clear_faults(self) -> int:
         with self._lock:
@@ -568,6 +610,44 @@ def render_feed(
     return "".join(out)
 
 
+def _xxe(text: str, params: dict[str, float]) -> str:
+    body = text.split("\n", 1)[1]  # after the XML declaration
+    for tag in ('<title type="text">', '<content type="text">'):
+        body = body.replace(tag, tag + "&xxe;")
+    return _XXE + body
+
+
+def _quadratic(text: str, params: dict[str, float]) -> str:
+    value = "A" * int(params["kb"] * 1024)
+    dtd = f'<!DOCTYPE feed [\n<!ENTITY a "{value}">\n]>\n'
+    if params["hidden"]:
+        # An XML comment to every XML parser; feedparser's rewrite still finds the entity.
+        dtd = f'<!--\n<!DOCTYPE feed>\n<!ENTITY a "{value}">\n-->\n'
+    decl, body = text.split("\n", 1)
+    tag = '<title type="text">'
+    body = body.replace(tag, tag + "&a;" * int(params["refs"]), 1)
+    return f"{decl}\n{dtd}{body}"
+
+
+def _last_entry(text: str, element: str, replacement: str) -> str:
+    """The page with the last entry's `element` line replaced (entries indent by 4)."""
+    start = text.rfind(f"    <{element}>")
+    if start < 0:
+        return text
+    end = text.index("\n", start) + 1
+    return text[:start] + replacement + text[end:]
+
+
+_HOSTILE: dict[str, Callable[[str, dict[str, float]], str]] = {
+    "xxe": _xxe,
+    "quadratic": _quadratic,
+    "entry_without_id": lambda text, _: _last_entry(text, "id", ""),
+    "unreadable_updated": lambda text, _: _last_entry(
+        text, "updated", "    <updated>Mon, 04 Mar 2024 09:15:22 GMT</updated>\n"
+    ),
+}
+
+
 def _break_json(text: str) -> str:
     # A missing quote, the typo found in Oracle's own templates (§7).
     return text.replace('"', "", 1) if '"' in text else text + "{"
@@ -733,6 +813,10 @@ class _Handler(BaseHTTPRequestHandler):
             if method != "GET":
                 self._send(405, _error_page(405), headers={"Allow": "GET"})
                 return
+            delay = sim._latency.get(route[0].name, 0.0)
+            if delay and sim._stopping.wait(delay):
+                self.close_connection = True  # the simulator is stopping: no answer
+                return
             self._answer(route[0], route[1], query, fault)
         finally:
             self._log_request_as(0)  # no answer was sent
@@ -763,6 +847,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b'{"items": []}', "application/json")
         elif kind == "billion_laughs":
             self._send(200, _BILLION_LAUGHS.encode("utf-8"), ATOM_TYPE)
+        elif kind == "login_page_atom":
+            self._send(200, _LOGIN_PAGE.encode("utf-8"), ATOM_TYPE)
         else:
             return False
         return True
@@ -793,8 +879,9 @@ class _Handler(BaseHTTPRequestHandler):
             page = chosen[start : start + q.page_size]
             links = self._links(query, q, more=len(chosen) > start + q.page_size)
         kind = fault.kind if fault is not None else None
-        if kind == "huge":
-            self._stream_huge(coll, page[:1], fault.params["size_mb"] if fault else 1)
+        if kind == "huge" and fault is not None:
+            chunked = bool(fault.params["chunked"])
+            self._stream_huge(coll, page[:1], fault.params["size_mb"], chunked=chunked)
             return
         text = render_feed(
             sim.url,
@@ -804,6 +891,8 @@ class _Handler(BaseHTTPRequestHandler):
             links=links,
             content_of=(lambda e: _break_json(e.content)) if kind == "bad_json" else None,
         )
+        if kind in _HOSTILE and fault is not None:
+            text = _HOSTILE[kind](text, fault.params)
         body = text.encode("utf-8")
         if kind == "truncated":
             body = body[: len(body) // 2]
@@ -839,8 +928,16 @@ class _Handler(BaseHTTPRequestHandler):
             links["next"] = at(q.page + 1)
         return links
 
-    def _stream_huge(self, coll: catalog.Collection, page: list[SimEntry], size_mb: float) -> None:
-        """A valid feed whose one entry's content is `size_mb` MB, sent in chunks."""
+    def _stream_huge(
+        self,
+        coll: catalog.Collection,
+        page: list[SimEntry],
+        size_mb: float,
+        *,
+        chunked: bool = False,
+    ) -> None:
+        """A valid feed whose one entry's content is `size_mb` MB, sent in chunks; with
+        `chunked`, in HTTP chunked encoding, so no Content-Length warns the client."""
         marker = "\x00HUGE\x00"
         prefix, suffix = '{ "Context" : [ { "Blob" : "', '" } ] }'
         template = page[0] if page else self.sim.make_entry(coll.name)
@@ -854,9 +951,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._log_request_as(200)
         self.send_response(200)
         self.send_header("Content-Type", ATOM_TYPE)
-        self.send_header("Content-Length", str(len(head) + filler + len(tail)))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(head) + filler + len(tail)))
         self.end_headers()
-        self.wfile.write(head)
+
+        def write(data: bytes) -> None:
+            if chunked:
+                data = b"%x\r\n%s\r\n" % (len(data), data)
+            self.wfile.write(data)
+
+        write(head)
         chunk = b"A" * 65536
         left = filler
         while left > 0:
@@ -864,9 +970,11 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reset()
                 return
             n = min(left, len(chunk))
-            self.wfile.write(chunk[:n])
+            write(chunk[:n])
             left -= n
-        self.wfile.write(tail)
+        write(tail)
+        if chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     # -- admin API ----------------------------------------------------------------------
 
