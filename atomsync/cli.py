@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -18,9 +17,16 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from atomsync import __version__
 from atomsync.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, AtomsyncError, ConfigError
 
-log = logging.getLogger("atomsync")
+
+def _log() -> logging.Logger:
+    import logging  # only commands that log pay for it (not --help, status, health)
+
+    return logging.getLogger("atomsync")
+
 
 if TYPE_CHECKING:  # keeps start-up free of the config module's imports
+    import logging
+
     from atomsync.config import Config
     from atomsync.message import Message
 
@@ -107,8 +113,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return handler(args)
     except AtomsyncError as exc:
         kind = "configuration error" if isinstance(exc, ConfigError) else "error"
-        if logging.getLogger().handlers:
-            log.error("%s: %s", kind, exc)
+        if "logging" in sys.modules and sys.modules["logging"].getLogger().handlers:
+            _log().error("%s: %s", kind, exc)
         else:
             print(f"atomsync: {kind}: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -136,7 +142,7 @@ def setup_logging(cfg: Config, log_file: Optional[str] = None, level: Optional[s
         secrets=cfg.secrets(),
     )
     for warning in perms.warnings(cfg):
-        log.warning("%s", warning)
+        _log().warning("%s", warning)
 
 
 def now_ms() -> int:
@@ -153,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(cfg, args.log_file)
     daemon = Daemon(cfg)
     daemon.open()
-    log.info(
+    _log().info(
         "atomsync %s: %d feed(s), every %g s, publishing to %s; state in %s",
         __version__,
         len(cfg.feeds),
@@ -169,7 +175,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _exit_now_if_abandoned(daemon: Any, code: int) -> None:
     """After giving up on a request in flight, leave without joining its thread."""
     if daemon.abandoned:
-        logging.shutdown()
+        sys.modules["logging"].shutdown()
         sys.stdout.flush()
         os._exit(code)
 

@@ -7,8 +7,10 @@ unknown keys are errors because they are almost always typos. Contract: design.m
 from __future__ import annotations
 
 import base64
+import contextlib
 import difflib
 import ipaddress
+import math
 import os
 import re
 import string
@@ -180,7 +182,17 @@ def load(path: Path, env: Optional[Mapping[str, str]] = None) -> Config:
 
 class _Loader(yaml.SafeLoader):
     """Safe YAML without implicit timestamps: `start_at: 2024-03-04T00:00:00Z` stays the
-    string the user wrote, and is parsed by the same code as every other time."""
+    string the user wrote, and is parsed by the same code as every other time. Aliases
+    (`*name`) are refused: a configuration never needs them, and a few hundred bytes of
+    nested aliases expand to millions of nodes (or to a cycle)."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in the configuration", mark
+            )
+        return super().compose_node(parent, index)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -192,6 +204,8 @@ _Loader.yaml_implicit_resolvers = {
 def parse(text: str, *, env: Mapping[str, str], source: Optional[Path] = None) -> Config:
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise ConfigError("", f"{source or 'configuration'}: nested too deeply") from None
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -203,9 +217,11 @@ def parse(text: str, *, env: Mapping[str, str], source: Optional[Path] = None) -
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("", "the configuration must be a YAML mapping of sections (hcm:, ...)")
-    data = _interpolate(data, "", env)
     base = source.parent if source is not None else Path.cwd()
-    return _build(_Section(data, ""), env, base, source)
+    try:
+        return _build(_Section(_interpolate(data, "", env), ""), env, base, source)
+    except RecursionError:
+        raise ConfigError("", f"{source or 'configuration'}: nested too deeply") from None
 
 
 # --------------------------------------------------------------------------- interpolation
@@ -315,14 +331,15 @@ def _bool(key: str, value: Any) -> bool:
 def _number(key: str, value: Any) -> float:
     if isinstance(value, bool):
         raise ConfigError(key, f"must be a number (got {value!r})")
+    number: Optional[float] = None
     if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):  # `${VAR}` always interpolates to a string
-        try:
-            return float(value.strip())
-        except ValueError:
-            pass
-    raise ConfigError(key, f"must be a number (got {value!r})")
+        number = float(value)
+    elif isinstance(value, str):  # `${VAR}` always interpolates to a string
+        with contextlib.suppress(ValueError):
+            number = float(value.strip())
+    if number is None or not math.isfinite(number):  # .nan and .inf are YAML numbers too
+        raise ConfigError(key, f"must be a number (got {value!r})")
+    return number
 
 
 def _positive(key: str, value: Any) -> float:

@@ -7,7 +7,6 @@ before the feed moves past the event, so a rejected event is never silently gone
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from collections.abc import Iterator
@@ -16,15 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from atomsync.errors import StateError
-from atomsync.message import Message
 from atomsync.state import fsync_dir, write_atomic
 from atomsync.timeutil import format_ms
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `status` counts dead letters; it needs neither messages nor logging
     from atomsync.config import Config
+    from atomsync.message import Message
 
 FILE_NAME = "deadletter.jsonl"
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -40,6 +38,8 @@ class DeadLetter:
     topic_id: Optional[str] = None
 
     def message(self) -> Message:
+        from atomsync.message import Message
+
         return Message(self.feed, self.entry_id, self.key, self.title, self.body, self.topic_id)
 
     def to_json(self) -> str:
@@ -147,10 +147,13 @@ def retry(cfg: Config, letters: DeadLetterFile, feed: Optional[str] = None) -> t
     Takes the state lock: the daemon appends to the file, so it must not run meanwhile.
     Returns (re-sent, still dead-lettered).
     """
+    import logging
+
     from atomsync.message import MessageTooLarge, fit
     from atomsync.publish import SinkError, build_sink, wrap
     from atomsync.state import Lock
 
+    log = logging.getLogger(__name__)
     with Lock(letters.path.parent):
         pending = list(letters)
         sink = wrap(build_sink(cfg), cfg, _sleep)

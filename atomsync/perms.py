@@ -1,4 +1,5 @@
-"""Warnings about secrets that other users of the machine can read.
+"""Warnings about secrets that others can read: other users of the machine, or anyone on
+the network path when TLS verification is off.
 
 A configuration file readable by others is normal (under systemd's DynamicUser= it must
 be), so it is flagged only when it holds a secret itself. Files that exist to hold a secret
@@ -46,6 +47,11 @@ def oci_key_file(cfg: Config) -> Optional[str]:
 
 def warnings(cfg: Config) -> list[str]:
     out = []
+    if cfg.hcm.verify_tls is False:
+        out.append(
+            "hcm.verify_tls is false: HCM's certificate is not checked, so anyone on the path "
+            "can read the password; give a CA bundle path instead"
+        )
     if cfg.source is not None:
         who = readable_by_others(str(cfg.source))
         if who and _holds_secret(cfg.source, cfg.secrets()):
