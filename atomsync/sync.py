@@ -124,31 +124,22 @@ def run_cycle(
     return result
 
 
+@dataclass
 class _Cycle:
-    def __init__(
-        self,
-        feed: FeedConfig,
-        state: FeedState,
-        source: Source,
-        sink: Sink,
-        store: Store,
-        clock: Clock,
-        opts: CycleOptions,
-        dead_letters: Optional[DeadLetters],
-        should_stop: Callable[[], bool],
-        observer: Optional[Observer],
-    ) -> None:
-        self.feed = feed
-        self.state = state
-        self.source = source
-        self.sink = sink
-        self.store = store
-        self.clock = clock
-        self.opts = opts
-        self.dead_letters = dead_letters
-        self.should_stop = should_stop
-        self.observer = observer
-        self.result = CycleResult(feed.name, sweep=opts.lookback_ms is not None)
+    feed: FeedConfig
+    state: FeedState
+    source: Source
+    sink: Sink
+    store: Store
+    clock: Clock
+    opts: CycleOptions
+    dead_letters: Optional[DeadLetters]
+    should_stop: Callable[[], bool]
+    observer: Optional[Observer]
+    result: CycleResult = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.result = CycleResult(self.feed.name, sweep=self.opts.lookback_ms is not None)
 
     def run(self) -> CycleResult:
         self.state.prune(self.opts.retention_ms)
