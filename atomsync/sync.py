@@ -195,15 +195,7 @@ class _Cycle:
             self.check_stop()
             return
         try:
-            msg = messages.build(
-                entry,
-                feed=self.feed.name,
-                workspace=self.feed.workspace,
-                cursor=cursor,
-                title_template=self.feed.title,
-                topic_id=self.feed.topic_id,
-                limit=self.sink.max_request_bytes or 1 << 62,
-            )
+            msg = self.message(entry, self.sink.max_request_bytes)
             self.sink.publish(msg)
         except Interrupted:
             self.result.stopped = True
@@ -244,15 +236,7 @@ class _Cycle:
         if self.opts.on_permanent_failure != "deadletter" or self.dead_letters is None:
             self.fail(SinkError(f"{entry.id} rejected: {reason}", retryable=False))
         if msg is None:  # too large to build: keep the untrimmed body for inspection
-            msg = messages.build(
-                entry,
-                feed=self.feed.name,
-                workspace=self.feed.workspace,
-                cursor=self.state.cursor,
-                title_template=self.feed.title,
-                topic_id=self.feed.topic_id,
-                limit=1 << 62,
-            )
+            msg = self.message(entry, None)
         try:
             self.dead_letters.add(msg, at, reason)
         except OSError as exc:
@@ -268,6 +252,18 @@ class _Cycle:
             extra={"feed": self.feed.name, "entry_id": entry.id, "action": "deadlettered"},
         )
         self.check_stop()
+
+    def message(self, entry: Entry, limit: Optional[int]) -> Message:
+        """The entry as a message, trimmed to `limit` bytes (None: untrimmed)."""
+        return messages.build(
+            entry,
+            feed=self.feed.name,
+            workspace=self.feed.workspace,
+            cursor=self.state.cursor,
+            title_template=self.feed.title,
+            topic_id=self.feed.topic_id,
+            limit=limit or 1 << 62,
+        )
 
     def commit(self, key: str, at: int, action: str, entry_id: str) -> None:
         self.state.record(key, at)
