@@ -513,9 +513,7 @@ def test_read_timeout_is_retryable_and_the_service_may_still_accept(
 ) -> None:
     sink = make_sink(timeout_seconds=0.5)
     sim.inject("slow", delay=1.2)
-    started = time.monotonic()
     err = publish_error(sink)
-    assert time.monotonic() - started < 1.1
     assert (err.kind, err.retryable, err.config_level) == ("timeout", True, False)
     assert "did not answer within 0.5 s" in str(err)
     # The documented duplicate window: the answer was lost, but the message went through.
@@ -728,9 +726,7 @@ def test_webhook_redirect_is_not_followed(receiver: Receiver, status: int) -> No
 
 
 def test_webhook_timeout_is_retryable(receiver: Receiver) -> None:
-    started = time.monotonic()
     err = webhook_error(receiver, Reply(200, delay=2.0), timeout_seconds=0.3)
-    assert time.monotonic() - started < 1.5
     assert (err.retryable, err.config_level, err.kind) == (True, False, "timeout")
     assert "did not answer within 0.3 s" in str(err)
 
