@@ -63,6 +63,7 @@ class Daemon:
         self._sink_override = sink
         self.runner: Optional[Runner] = None
         self.metrics: Optional[Any] = None
+        self.last_success_ms: Optional[int] = None  # of a cycle in which no feed failed
         # True when a stop gave up waiting for a request in flight; the caller must then
         # exit at once (os._exit), since interpreter shutdown would join pool threads.
         self.abandoned = False
@@ -200,11 +201,14 @@ class Daemon:
         runner = self.runner
         if runner is None or not self.notifier.enabled:
             return  # the status line is for systemd only
+        now = time.time_ns() // 1_000_000
         published = sum(s.published for s in runner.states.values())
         failed = [r.feed for r in results if r.error is not None]
+        if not failed:
+            self.last_success_ms = now
         marks = [s.watermark_ms for s in runner.states.values() if s.watermark_ms is not None]
-        lag = f"; lag {(time.time_ns() // 1_000_000 - min(marks)) / 1000:.0f}s" if marks else ""
+        lag = f"; lag {(now - min(marks)) / 1000:.0f}s" if marks else ""
         head = f"failing: {', '.join(failed)}" if failed else "ok"
-        now = format_ms(time.time_ns() // 1_000_000)
-        self.notifier.status(f"{head}; last cycle {now}; {published} published{lag}")
+        since = format_ms(self.last_success_ms) if self.last_success_ms else "never"
+        self.notifier.status(f"{head}; last success {since}; {published} published{lag}")
         self.notifier.watchdog(force=True)

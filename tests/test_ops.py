@@ -92,7 +92,9 @@ def test_ready_watchdog_status_and_stopping_while_run_works(
     # systemd kills a service whose pings are further apart than WatchdogSec.
     assert max(gaps) < watchdog_usec / 1e6, gaps
     statuses = [m for _, m in sock.lines("STATUS=")]
-    assert any(s.startswith("STATUS=ok;") and "3 published" in s for s in statuses), statuses
+    assert any(
+        s.startswith("STATUS=ok; last success 20") and "3 published" in s for s in statuses
+    ), statuses
     stopping = sock.lines("STOPPING=1")
     assert len(stopping) == 1 and stopping[0][0] > ready[0][0]
 
