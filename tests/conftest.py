@@ -133,6 +133,22 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20, what: str = "c
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def state_file(box: Sandbox, feed: str = "newhire") -> Path:
+    return box.dir / "state" / f"{feed}.state.json"
+
+
+def state_doc(box: Sandbox, feed: str = "newhire") -> dict[str, Any]:
+    doc = json.loads(state_file(box, feed).read_text())  # atomic renames: always whole
+    assert isinstance(doc, dict)
+    return doc
+
+
+def watermark(box: Sandbox, feed: str = "newhire") -> Optional[str]:
+    value = state_doc(box, feed)["watermark"]
+    assert value is None or isinstance(value, str)
+    return value
+
+
 def published_keys(box: Sandbox) -> list[str]:
     """Event keys (id@updated) of every message the ONS simulator accepted, in order."""
     out = []

@@ -17,13 +17,16 @@ import pytest
 from atomsync.errors import EXIT_CONFIG
 from atomsync.sim.sandbox import Sandbox
 from atomsync.timeutil import format_ms
-from tests.conftest import Daemon, atomsync, entry_keys, published_keys, wait_until
+from tests.conftest import (
+    Daemon,
+    atomsync,
+    entry_keys,
+    published_keys,
+    state_file,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def state_file(box: Sandbox, feed: str = "newhire") -> Path:
-    return box.dir / "state" / f"{feed}.state.json"
 
 
 def test_57_entries_with_page_size_25_give_exactly_57_signed_messages(sandbox: Sandbox) -> None:

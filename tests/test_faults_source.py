@@ -23,7 +23,16 @@ from atomsync import config as configuration
 from atomsync.runner import Backoff
 from atomsync.sim.sandbox import Sandbox
 from atomsync.timeutil import format_ms
-from tests.conftest import Daemon, atomsync, entry_keys, published_keys, wait_until
+from tests.conftest import (
+    Daemon,
+    atomsync,
+    entry_keys,
+    published_keys,
+    state_doc,
+    state_file,
+    wait_until,
+    watermark,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,22 +71,6 @@ FAULT_HCM: dict[str, dict[str, float]] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def state_file(box: Sandbox, feed: str = "newhire") -> Path:
-    return box.dir / "state" / f"{feed}.state.json"
-
-
-def state_doc(box: Sandbox) -> dict[str, Any]:
-    doc = json.loads(state_file(box).read_text())  # atomic renames: always whole
-    assert isinstance(doc, dict)
-    return doc
-
-
-def watermark(box: Sandbox) -> Optional[str]:
-    value = state_doc(box)["watermark"]
-    assert value is None or isinstance(value, str)
-    return value
 
 
 def failures(stderr: str) -> list[str]:

@@ -43,6 +43,7 @@ from tests.conftest import (
     cli_env,
     entry_keys,
     published_keys,
+    watermark,
 )
 
 DATA = Path(__file__).parent / "data"
@@ -121,18 +122,6 @@ def report_rss(label: str, run: Run, baseline: Run) -> None:
         f"(baseline {baseline.peak_rss_mb:.1f} MB, {delta:+.1f})"
     )
     assert run.peak_rss_mb < baseline.peak_rss_mb + RSS_BOUND_MB, (label, run, baseline)
-
-
-def state_doc(box: Sandbox) -> dict[str, Any]:
-    doc = json.loads((box.dir / "state" / "newhire.state.json").read_text())
-    assert isinstance(doc, dict)
-    return doc
-
-
-def watermark(box: Sandbox) -> Optional[str]:
-    value = state_doc(box)["watermark"]
-    assert value is None or isinstance(value, str)
-    return value
 
 
 def failure_lines(stderr: str) -> list[str]:
